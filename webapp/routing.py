@@ -1,0 +1,3 @@
+"""WebSocket routes; apps append theirs: `path("ws/chat/", ChatConsumer.as_asgi())`."""
+
+websocket_urlpatterns: list = []
