@@ -1,0 +1,225 @@
+"""The OpenAI chat-completions wire format: requests in, responses and errors out.
+
+Pure functions, no I/O: the views in `webapp.api.views` do the talking to the
+generation worker. Gemma has no system role, so system messages are put in front of the
+first user turn, and `assistant` is Gemma's `model`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import secrets
+import time
+from typing import Any
+
+from django.http import JsonResponse
+
+from model_service.client import GenerationResult
+from model_service.sampling import SamplingParams
+
+DEFAULT_MAX_TOKENS = 256
+MAX_STOP_STRINGS = 4
+# Our `cancelled` (the caller went away) has no OpenAI name; the text simply ended.
+FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop"}
+
+
+class RequestError(ValueError):
+    """A bad request: 400 with OpenAI's error body, naming the parameter."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def error_response(
+    status: int, message: str, *, kind: str, code: str | None = None, param=None
+) -> JsonResponse:
+    body = {"error": {"message": message, "type": kind, "param": param, "code": code}}
+    return JsonResponse(body, status=status)
+
+
+@dataclasses.dataclass(frozen=True)
+class CompletionRequest:
+    model: str
+    messages: list[dict[str, str]]  # Gemma turns: role user / model
+    params: SamplingParams
+    stream: bool
+    include_usage: bool
+
+
+def parse_request(raw: bytes) -> CompletionRequest:
+    try:
+        body = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise RequestError("The body is not valid JSON.") from None
+    if not isinstance(body, dict):
+        raise RequestError("The body must be a JSON object.")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise RequestError("`model` is required.", "model")
+    if body.get("n", 1) != 1:
+        raise RequestError("Only n=1 is supported.", "n")
+    stream_options = body.get("stream_options") or {}
+    return CompletionRequest(
+        model=model,
+        messages=gemma_turns(body.get("messages")),
+        params=sampling_params(body),
+        stream=bool(body.get("stream", False)),
+        include_usage=bool(stream_options.get("include_usage", False)),
+    )
+
+
+def _text(content: Any) -> str:
+    """A message's content: a string, or a list of text parts."""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list) and all(
+        isinstance(p, dict)
+        and p.get("type") == "text"
+        and isinstance(p.get("text"), str)
+        for p in content
+    ):
+        return "".join(p["text"] for p in content)
+    raise RequestError("Message content must be text.", "messages")
+
+
+def gemma_turns(messages: Any) -> list[dict[str, str]]:
+    if not isinstance(messages, list) or not messages:
+        raise RequestError("`messages` must be a non-empty list.", "messages")
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for message in messages:
+        if not isinstance(message, dict):
+            raise RequestError("Each message must be an object.", "messages")
+        role, text = message.get("role"), _text(message.get("content"))
+        if role in ("system", "developer"):
+            system.append(text)
+        elif role in ("user", "assistant"):
+            turns.append(
+                {"role": "user" if role == "user" else "model", "content": text}
+            )
+        else:
+            raise RequestError(f"Unsupported message role {role!r}.", "messages")
+    if not turns or turns[0]["role"] != "user":
+        raise RequestError("The first non-system message must be a user message.")
+    if system:
+        turns[0] = {
+            "role": "user",
+            "content": "\n\n".join([*system, turns[0]["content"]]),
+        }
+    return turns
+
+
+def _number(body: dict, name: str, default: float, low: float, high: float) -> float:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"`{name}` must be a number.", name)
+    if not low <= value <= high:
+        raise RequestError(f"`{name}` must be between {low} and {high}.", name)
+    return float(value)
+
+
+def _integer(body: dict, name: str, default: int, low: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise RequestError(f"`{name}` must be an integer >= {low}.", name)
+    return value
+
+
+def _stop(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    stops = [value] if isinstance(value, str) else value
+    if (
+        not isinstance(stops, list)
+        or len(stops) > MAX_STOP_STRINGS
+        or not all(isinstance(s, str) and s for s in stops)
+    ):
+        raise RequestError(
+            f"`stop` must be a string or a list of up to {MAX_STOP_STRINGS} strings.",
+            "stop",
+        )
+    return tuple(stops)
+
+
+def sampling_params(body: dict) -> SamplingParams:
+    max_tokens = _integer(body, "max_tokens", DEFAULT_MAX_TOKENS, 1)
+    top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
+    if top_p == 0.0:
+        raise RequestError("`top_p` must be greater than 0.", "top_p")
+    return SamplingParams(
+        temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
+        top_p=top_p,
+        max_new_tokens=_integer(body, "max_completion_tokens", max_tokens, 1),
+        stop=_stop(body.get("stop")),
+        seed=_integer(body, "seed", secrets.randbelow(2**31), 0),
+    )
+
+
+def error_event(message: str) -> str:
+    """A failure in the middle of a stream (the status line was sent long ago)."""
+    body = {"message": message, "type": "server_error", "param": None, "code": None}
+    return f"data: {json.dumps({'error': body})}\n\n"
+
+
+def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
+    return {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+
+
+def completion(request_id: str, result: GenerationResult) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": result.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "logprobs": None,
+                "finish_reason": FINISH_REASONS[result.finish_reason],
+            }
+        ],
+        "usage": usage(result.prompt_tokens, len(result.token_ids)),
+    }
+
+
+def chunk(
+    request_id: str,
+    model: str,
+    delta: dict[str, str] | None,
+    finish_reason: str | None = None,
+    usage: dict[str, int] | None = None,
+) -> str:
+    """One server-sent event of a stream; `delta=None` makes the usage chunk."""
+    choices = (
+        []
+        if delta is None
+        else [
+            {
+                "index": 0,
+                "delta": delta,
+                "logprobs": None,
+                "finish_reason": finish_reason,
+            }
+        ]
+    )
+    body: dict[str, Any] = {
+        "id": f"chatcmpl-{request_id}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": choices,
+    }
+    if usage is not None:
+        body["usage"] = usage
+    return f"data: {json.dumps(body)}\n\n"

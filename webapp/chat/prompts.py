@@ -1,0 +1,56 @@
+"""From a branch of messages to the token ids the generation worker gets.
+
+Runs in the Celery worker (the generation task), which holds a tokenizer per model but
+never the weights. Turns use the Gemma chat format (`model_service.chat_format`); when a
+conversation outgrows the context, the oldest turns are dropped and the count is kept on
+the answer so the page can say so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+from model_service.registry import load_tokenizer, max_context
+
+from model_service import chat_format
+from webapp.chat.models import Message
+
+
+class PromptError(Exception):
+    """The conversation cannot be turned into a prompt (the text says why)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Prompt:
+    token_ids: list[int]
+    dropped_turns: int
+
+
+@functools.cache
+def tokenizer_for(model_name: str):
+    return load_tokenizer(model_name)
+
+
+def branch_turns(answer: Message) -> list[dict[str, str]]:
+    """The turns before `answer` on its branch, oldest first."""
+    messages = {m.pk: m for m in answer.conversation.messages.all()}
+    turns = []
+    node = messages.get(answer.parent_id)
+    while node is not None:
+        turns.append({"role": node.role, "content": node.content})
+        node = messages.get(node.parent_id)
+    return turns[::-1]
+
+
+def build_prompt(answer: Message) -> Prompt:
+    tokenizer = tokenizer_for(answer.model_name)
+    budget = max_context(answer.model_name) - answer.max_new_tokens
+    turns = branch_turns(answer)
+    try:
+        token_ids, dropped = chat_format.fit_to_context(tokenizer, turns, budget)
+    except ValueError as exc:
+        raise PromptError(
+            f"The message does not fit the model's context: {exc}"
+        ) from None
+    return Prompt(token_ids=token_ids, dropped_turns=dropped)

@@ -1,0 +1,195 @@
+"""What users do to conversations: every write goes through one of these functions.
+
+Each function checks its input, changes the database in one transaction, and only after
+the commit enqueues the generation task, so a task never looks for a row that is not
+there and a rejected message leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import secrets
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.shortcuts import get_object_or_404
+from django.utils import timezone
+
+from webapp.chat.models import Conversation, Message
+
+# An answer that no Celery worker claimed within this time is failed: the user must see
+# an error, never an endless spinner.
+CLAIM_TIMEOUT_S = 8.0
+UNCLAIMED_ERROR = (
+    "No generation task picked up this answer: the Celery worker for the "
+    "'generation' queue is not running. Try again when it is."
+)
+
+
+def max_message_chars() -> int:
+    return settings.CHAT_MAX_MESSAGE_CHARS
+
+
+def get_conversation(user, pk: int) -> Conversation:
+    """The user's own conversation; anybody else's is a 404, as if it did not exist."""
+    return get_object_or_404(Conversation, pk=pk, owner=user)
+
+
+def create_conversation(user, **fields) -> Conversation:
+    return Conversation.objects.create(owner=user, **fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class BranchItem:
+    """One message on the current branch, with its place among its siblings."""
+
+    message: Message
+    sibling_ids: list[int]
+
+    @property
+    def position(self) -> int:
+        return self.sibling_ids.index(self.message.pk) + 1
+
+    @property
+    def previous_id(self) -> int | None:
+        index = self.position - 1
+        return self.sibling_ids[index - 1] if index > 0 else None
+
+    @property
+    def next_id(self) -> int | None:
+        index = self.position - 1
+        return (
+            self.sibling_ids[index + 1] if index + 1 < len(self.sibling_ids) else None
+        )
+
+
+def current_branch(conversation: Conversation) -> list[BranchItem]:
+    """The path from the first message to the current leaf, in one query."""
+    messages = {m.pk: m for m in conversation.messages.all()}
+    children: dict[int | None, list[int]] = {}
+    for message in messages.values():
+        children.setdefault(message.parent_id, []).append(message.pk)
+    path = []
+    node = messages.get(conversation.current_leaf_id)
+    while node is not None:
+        path.append(BranchItem(node, sorted(children[node.parent_id])))
+        node = messages.get(node.parent_id)
+    return path[::-1]
+
+
+def _check_text(text: str) -> str:
+    text = text.strip()
+    if not text:
+        raise ValidationError("The message is empty.")
+    limit = max_message_chars()
+    if len(text) > limit:
+        raise ValidationError(
+            f"The message is {len(text)} characters long; the limit is {limit}."
+        )
+    return text
+
+
+def _new_answer(conversation: Conversation, parent: Message) -> Message:
+    answer = Message.objects.create(
+        conversation=conversation,
+        parent=parent,
+        role=Message.Role.MODEL,
+        status=Message.Status.STREAMING,
+        model_name=conversation.model_name,
+        temperature=conversation.temperature,
+        top_p=conversation.top_p,
+        max_new_tokens=conversation.max_new_tokens,
+        seed=secrets.randbelow(2**31),
+    )
+    _show(conversation, answer)
+    transaction.on_commit(lambda: _enqueue(answer.pk))
+    return answer
+
+
+def _enqueue(answer_id: int) -> None:
+    from webapp.chat.tasks import generate_answer
+
+    generate_answer.delay(answer_id)
+
+
+def _show(conversation: Conversation, leaf: Message) -> None:
+    conversation.current_leaf = leaf
+    conversation.save(update_fields=["current_leaf", "updated_at"])
+
+
+def _add_user_message(
+    conversation: Conversation, parent: Message | None, text: str
+) -> Message:
+    text = _check_text(text)
+    with transaction.atomic():
+        message = Message.objects.create(
+            conversation=conversation,
+            parent=parent,
+            role=Message.Role.USER,
+            content=text,
+        )
+        if parent is None and not conversation.messages.exclude(pk=message.pk).exists():
+            conversation.title = text[:60]
+            conversation.save(update_fields=["title"])
+        return _new_answer(conversation, message)
+
+
+def send_message(conversation: Conversation, text: str) -> Message:
+    """Saves the user's message under the current leaf and starts its answer."""
+    return _add_user_message(conversation, conversation.current_leaf, text)
+
+
+def edit_message(message: Message, text: str) -> Message:
+    """Branches: a new user message beside `message`, with a new answer."""
+    if message.role != Message.Role.USER:
+        raise ValidationError("Only your own messages can be edited.")
+    return _add_user_message(message.conversation, message.parent, text)
+
+
+def regenerate(answer: Message) -> Message:
+    """A new sibling answer to the same user message; the old one is kept."""
+    if not answer.is_answer:
+        raise ValidationError("Only answers can be regenerated.")
+    with transaction.atomic():
+        return _new_answer(answer.conversation, answer.parent)
+
+
+def switch_to(message: Message) -> None:
+    """Shows the branch through `message`, down to its most recent descendant."""
+    leaf = message
+    while (child := leaf.children.order_by("-created_at", "-id").first()) is not None:
+        leaf = child
+    _show(message.conversation, leaf)
+
+
+def request_stop(answer: Message) -> None:
+    """Asks the worker to stop; the generation task keeps the partial text.
+
+    The flag covers a stop that arrives before the task has a request id: the task
+    checks it right after it stores the id.
+    """
+    from webapp.chat.generation import cancel_request
+
+    Message.objects.filter(pk=answer.pk, status=Message.Status.STREAMING).update(
+        stop_requested=True
+    )
+    request_id = Message.objects.values_list("request_id", flat=True).get(pk=answer.pk)
+    if request_id:
+        cancel_request(request_id)
+
+
+def fail_unclaimed(conversation: Conversation) -> list[int]:
+    """Fails the answers no generation task claimed in time; returns their ids."""
+    cutoff = timezone.now() - datetime.timedelta(seconds=CLAIM_TIMEOUT_S)
+    stale = conversation.messages.filter(
+        status=Message.Status.STREAMING, claimed_at__isnull=True, created_at__lt=cutoff
+    )
+    ids = list(stale.values_list("pk", flat=True))
+    # The conditions again in the update: a task that claims meanwhile wins.
+    Message.objects.filter(
+        pk__in=ids, status=Message.Status.STREAMING, claimed_at__isnull=True
+    ).update(status=Message.Status.FAILED, error=UNCLAIMED_ERROR)
+    failed = Message.objects.filter(pk__in=ids, status=Message.Status.FAILED)
+    return list(failed.values_list("pk", flat=True))

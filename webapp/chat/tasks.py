@@ -1,0 +1,11 @@
+"""Celery tasks of the chat; `webapp.chat.tasks.*` runs on the `generation` queue."""
+
+from celery import shared_task
+
+from webapp.chat.generation import run_answer
+
+
+@shared_task
+def generate_answer(answer_id: int) -> None:
+    """Generates one answer; running it twice is harmless (the first run claims it)."""
+    run_answer(answer_id)
