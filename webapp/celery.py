@@ -12,6 +12,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("webapp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# Django apps' tasks.py, plus training/tasks.py, which is not a Django app.
+# The tasks.py of every Django app. (training/tasks.py, not a Django app, is to be
+# added here as `app.autodiscover_tasks(["training"])` once that package exists.)
 app.autodiscover_tasks()
-app.autodiscover_tasks(["training"])

@@ -1,0 +1,34 @@
+# The README's two commands: `make run` (the whole system) and `make test` (the suite).
+# Both set up .venv/ first; it is reinstalled only when pyproject.toml changed.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test install browsers
+
+run: $(STAMP)
+	$(BIN)/python -m webapp.launcher
+
+# With CI=true, or DATABASE_URL / REDIS_URL set, the tests use those services; otherwise
+# SQLite and a Redis server of their own (see tests/session_services.py).
+test: install
+	$(BIN)/python -m pytest
+
+install: $(STAMP) browsers
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+# compat mode: the repository root goes on sys.path, so packages added later import too.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -e ".[dev]" --config-settings editable_mode=compat
+	touch $@
+
+# The browser tests drive Debian's Chromium (Playwright cannot download its own here).
+browsers:
+	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			--no-install-recommends chromium chromium-driver; \
+	fi

@@ -1,0 +1,174 @@
+"""Shared fixtures: the Redis URL, live workers as real subprocesses, and personas.
+
+The session's Redis and database URLs are chosen by `tests/session_services.py`
+before Django starts. Workers started here see the *test* database, so tests whose rows
+a worker must read use `@pytest.mark.django_db(transaction=True)`.
+"""
+
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import Group, User
+from django.db import connections
+from django.test import Client
+
+from model_service.client import GenerationClient
+from webapp.accounts.roles import RATER, RESEARCHER
+from webapp.celery import app as celery_app
+from webapp.launcher import spawn, stop
+
+WORKER_START_TIMEOUT_S = 120
+
+
+# --- settings for the session -------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(
+    django_db_modify_db_settings_parallel_suffix: None,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A test database of this session's own: a file for SQLite (so that worker
+    processes can open it), a name with the pid for PostgreSQL (so that sessions
+    running at once on one server do not collide)."""
+    database = settings.DATABASES["default"]
+    test = database.setdefault("TEST", {})
+    if database["ENGINE"].endswith("sqlite3"):
+        test["NAME"] = str(tmp_path_factory.mktemp("db") / "test.sqlite3")
+    else:
+        test["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing() -> None:
+    # The default hasher is slow on purpose; tests create many users.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The session's Redis (CI's, the one REDIS_URL names, or a private one)."""
+    return settings.REDIS_URL
+
+
+# --- live workers -------------------------------------------------------------------
+
+
+def database_url(settings_dict: dict) -> str:
+    """DATABASE_URL for a connection's settings (after the switch to the test DB)."""
+    if settings_dict["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{settings_dict['NAME']}"
+    user = settings_dict["USER"] or ""
+    password = f":{settings_dict['PASSWORD']}" if settings_dict["PASSWORD"] else ""
+    credentials = f"{user}{password}@" if user else ""
+    host = settings_dict["HOST"] or "127.0.0.1"
+    port = settings_dict["PORT"] or 5432
+    return f"postgres://{credentials}{host}:{port}/{settings_dict['NAME']}"
+
+
+def worker_env(**extra: str) -> dict[str, str]:
+    """The environment of a worker process: this session's Redis and test database."""
+    return {
+        **os.environ,
+        "REDIS_URL": settings.REDIS_URL,
+        "DATABASE_URL": database_url(connections["default"].settings_dict),
+        "PYTHONUNBUFFERED": "1",
+        **extra,
+    }
+
+
+def wait_until(ready: Callable[[], bool], process, what: str) -> None:
+    deadline = time.monotonic() + WORKER_START_TIMEOUT_S
+    while not ready():
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited with {process.returncode}")
+        if time.monotonic() > deadline:
+            stop(process)
+            raise RuntimeError(f"{what} not ready in {WORKER_START_TIMEOUT_S} s")
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="session")
+def live_celery_worker(django_db_setup: None) -> Iterator[str]:
+    """A real Celery worker process on all queues, against the test database.
+
+    Yields its node name (the name that answers `control.ping`).
+    """
+    name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    command = [
+        sys.executable, "-m", "celery", "-A", "webapp", "worker",
+        "-Q", "default,generation,training", "-P", "threads", "-c", "4",
+        "-n", name, "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+    ]  # fmt: skip
+    process = spawn(command, env=worker_env())
+
+    def answers() -> bool:
+        return bool(celery_app.control.ping(destination=[name], timeout=0.5))
+
+    wait_until(answers, process, "Celery worker")
+    yield name
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def generation_worker(redis_url: str) -> Iterator[str]:
+    """A real generation worker serving the `tiny-random` model; yields its id."""
+    worker_id = f"test-{uuid.uuid4().hex[:8]}"
+    command = [
+        sys.executable, "-m", "model_service.worker", "--redis-url", redis_url,
+        "--model", "tiny-random", "--worker-id", worker_id,
+    ]  # fmt: skip
+    process = spawn(command, env=worker_env())
+    client = GenerationClient(redis_url)
+    wait_until(
+        lambda: worker_id in client.alive_workers(), process, "generation worker"
+    )
+    yield worker_id
+    stop(process)
+    client.redis.close()
+
+
+# --- personas -----------------------------------------------------------------------
+
+
+def make_user(username: str, *groups: str, **fields) -> User:
+    user = User.objects.create_user(username=username, password="pw", **fields)
+    user.groups.add(*Group.objects.filter(name__in=groups))
+    return user
+
+
+@pytest.fixture
+def rater(db) -> User:
+    return make_user("alice", RATER)
+
+
+@pytest.fixture
+def researcher(db) -> User:
+    return make_user("rosa", RESEARCHER)
+
+
+@pytest.fixture
+def stranger(db) -> User:
+    """Logged in, but in no group."""
+    return make_user("sam")
+
+
+def logged_in(user: User) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def rater_client(rater: User) -> Client:
+    return logged_in(rater)
+
+
+@pytest.fixture
+def researcher_client(researcher: User) -> Client:
+    return logged_in(researcher)

