@@ -92,7 +92,12 @@ class Tokenizer:
 
         Returns:
             The ids, exactly those llama.cpp gives for the same vocabulary.
+
+        Raises:
+            UnicodeEncodeError: `text` holds a lone surrogate.
         """
+        # A lone surrogate (JSON can carry "\ud800") is not text: UnicodeEncodeError.
+        text.encode("utf-8")
         parts = self._split_user_defined(text)
         fragments = [part for part in parts if isinstance(part, str)]
         encoded = iter(self._sp.encode(fragments))
@@ -131,7 +136,7 @@ class Tokenizer:
         """
         parts: list[str | int] = [text] if text else []
         for piece, piece_id in self._user_defined:
-            if not any(isinstance(part, str) and piece in part for part in parts):
+            if piece not in text:  # the fragments are pieces of `text`
                 continue
             split: list[str | int] = []
             for part in parts:

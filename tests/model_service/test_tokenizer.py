@@ -253,6 +253,11 @@ def test_it_decodes_control_tokens_to_nothing(gemma3: Tokenizer) -> None:
     assert gemma3.decode(ids) == "Hi"
 
 
+def test_it_rejects_text_that_is_not_unicode(tiny: Tokenizer) -> None:
+    with pytest.raises(UnicodeEncodeError):
+        tiny.encode("half a pair: \ud83d")
+
+
 @pytest.mark.real_weights
 def test_it_rejects_ids_outside_the_vocabulary(gemma3: Tokenizer) -> None:
     with pytest.raises(ValueError, match="262144"):
