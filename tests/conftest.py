@@ -172,3 +172,8 @@ def rater_client(rater: User) -> Client:
 @pytest.fixture
 def researcher_client(researcher: User) -> Client:
     return logged_in(researcher)
+
+
+@pytest.fixture
+def stranger_client(stranger: User) -> Client:
+    return logged_in(stranger)

@@ -4,6 +4,7 @@ from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
+from webapp.accounts.access import researcher_required
 from webapp.accounts.roles import is_rater, is_researcher
 from webapp.core.health import system_health
 
@@ -23,3 +24,10 @@ def home(request: HttpRequest) -> HttpResponse:
         "is_researcher": is_researcher(request.user),
     }
     return render(request, "core/home.html", context)
+
+
+@researcher_required
+@never_cache
+def status(request: HttpRequest) -> HttpResponse:
+    """The /healthz details for researchers, as a page."""
+    return render(request, "core/status.html", {"health": system_health()})
