@@ -1,3 +1,5 @@
-"""WebSocket routes; apps append theirs: `path("ws/chat/", ChatConsumer.as_asgi())`."""
+"""WebSocket routes: each app's `websocket_urlpatterns`, joined."""
 
-websocket_urlpatterns: list = []
+from webapp.chat.routing import websocket_urlpatterns as chat_websockets
+
+websocket_urlpatterns = [*chat_websockets]

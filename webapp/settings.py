@@ -148,6 +148,8 @@ INSTALLED_APPS = [
     "channels",
     "webapp.accounts",
     "webapp.core",
+    "webapp.chat",
+    "webapp.api",
 ]
 
 MIDDLEWARE = [

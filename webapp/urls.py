@@ -4,5 +4,8 @@ from django.urls import include, path
 urlpatterns = [
     path("", include("webapp.core.urls")),
     path("accounts/", include("webapp.accounts.urls")),
+    path("chat/", include("webapp.chat.urls")),
+    # OpenAI clients expect /v1/... at the root of the base URL.
+    path("", include("webapp.api.urls")),
     path("admin/", admin.site.urls),
 ]
