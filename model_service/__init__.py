@@ -1,0 +1,1 @@
+"""Gemma in JAX/Flax: model, tokenizer, checkpoints, registry and generation."""

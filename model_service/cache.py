@@ -1,0 +1,127 @@
+"""The key/value cache: slots by position, a ring of `sliding_window` slots on local
+layers.
+
+A cache is a dict `{"layer_<i>": {"k", "v", "positions"}}` of arrays; every function
+here is pure and returns new arrays, so a cache can live inside `jax.jit`.
+
+- `k`, `v`: [batch, slots, kv_heads, head_dim] (keys stored after RoPE).
+- `positions`: [batch, slots] int32, the position held by each slot, -1 when empty.
+
+Global layers hold `length` slots, slot = position. Local layers hold
+min(length, sliding_window) slots, slot = position % slots: a local layer only ever
+looks back `sliding_window` tokens, so a ring of that size is all it needs.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from model_service.config import LOCAL, AttentionType, TransformerConfig
+
+LayerCache = dict[str, jax.Array]
+Cache = dict[str, LayerCache]
+
+_NO_POSITION = jnp.iinfo(jnp.int32).max
+
+
+def layer_name(index: int) -> str:
+    """The name of layer `index` in parameter trees and caches."""
+    return f"layer_{index}"
+
+
+def num_slots(config: TransformerConfig, attn_type: AttentionType, length: int) -> int:
+    """How many slots a layer of `attn_type` keeps in a cache of `length` positions."""
+    if attn_type == LOCAL:
+        return min(length, config.sliding_window)
+    return length
+
+
+def init_cache(
+    config: TransformerConfig,
+    *,
+    batch_size: int,
+    length: int,
+    dtype: jnp.dtype = jnp.float32,
+) -> Cache:
+    """An empty cache for `batch_size` rows of up to `length` positions each.
+
+    Args:
+        config: the model's config.
+        batch_size: rows.
+        length: positions 0 .. length-1 fit on global layers.
+        dtype: dtype of the stored keys and values.
+
+    Returns:
+        A cache whose slots all hold position -1 (empty).
+    """
+    cache = {}
+    for i, attn_type in enumerate(config.attention_types):
+        slots = num_slots(config, attn_type, length)
+        shape = (batch_size, slots, config.num_kv_heads, config.head_dim)
+        cache[layer_name(i)] = {
+            "k": jnp.zeros(shape, dtype),
+            "v": jnp.zeros(shape, dtype),
+            "positions": jnp.full((batch_size, slots), -1, jnp.int32),
+        }
+    return cache
+
+
+def visible_positions(
+    layer: LayerCache,
+    positions: jax.Array,  # [B, T]
+) -> jax.Array:  # [B, S]
+    """The stored positions that new tokens at `positions` may attend to, -1 elsewhere.
+
+    A row sees what it stored before its first new position; entries at or past that
+    position are left over from an earlier sequence in the same row (a row that starts
+    over at position 0 for a new request), or are about to be written again, so they are
+    hidden.
+    """
+    first_new = jnp.min(
+        jnp.where(positions >= 0, positions, _NO_POSITION), axis=1, keepdims=True
+    )
+    stored = layer["positions"]
+    return jnp.where(stored < first_new, stored, -1)
+
+
+def write(
+    layer: LayerCache,
+    *,
+    k: jax.Array,  # [B, T, K, H]
+    v: jax.Array,  # [B, T, K, H]
+    positions: jax.Array,  # [B, T]
+    ring: bool,
+) -> LayerCache:
+    """Stores each token's key and value at the slot of its own position.
+
+    Padding (position -1) is never written. In a ring only the last `slots` positions of
+    each row can be kept; older tokens of the same call are dropped rather than left to
+    collide on a slot. On a global layer a position past the end is dropped.
+
+    Args:
+        layer: one layer's cache.
+        k: new keys (after RoPE).
+        v: new values.
+        positions: the new tokens' positions, -1 for padding.
+        ring: whether slots wrap around (local layers).
+
+    Returns:
+        The updated layer cache.
+    """
+    batch, slots = layer["positions"].shape
+    if ring:
+        last = jnp.max(positions, axis=1, keepdims=True)
+        keep = (positions >= 0) & (positions > last - slots)
+        slot = positions % slots
+    else:
+        keep = (positions >= 0) & (positions < slots)
+        slot = positions
+    # An index past the end is dropped by the scatter: that is how nothing is written.
+    slot = jnp.where(keep, slot, slots)
+    rows = jnp.arange(batch)[:, None]
+    return {
+        "k": layer["k"].at[rows, slot].set(k.astype(layer["k"].dtype), mode="drop"),
+        "v": layer["v"].at[rows, slot].set(v.astype(layer["v"].dtype), mode="drop"),
+        "positions": layer["positions"].at[rows, slot].set(positions, mode="drop"),
+    }

@@ -1,0 +1,100 @@
+"""Basic layers: the weight matmul, RMSNorm and rotary position embeddings."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+
+def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
+    """Multiplies activations by a weight: every weight matmul of the model is here.
+
+    Keeping all of them in one function leaves one place to change when weights are
+    stored differently (e.g. int8 with per-channel scales).
+
+    Args:
+        equation: einsum equation, activations first, weight second.
+        x: activations.
+        weight: the parameter; it is cast to the activations' dtype.
+
+    Returns:
+        The einsum of `x` and `weight`.
+    """
+    return jnp.einsum(equation, x, weight.astype(x.dtype))
+
+
+class Einsum(nn.Module):
+    """A weight of a fixed shape applied with an einsum equation.
+
+    Attributes:
+        shape: the weight's shape.
+        weight_name: the parameter's name (`w` in the official checkpoints).
+    """
+
+    shape: tuple[int, ...]
+    weight_name: str = "w"
+
+    @nn.compact
+    def __call__(self, equation: str, x: jax.Array) -> jax.Array:
+        weight = self.param(self.weight_name, nn.initializers.normal(), self.shape)
+        return weight_einsum(equation, x, weight)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm whose scale is stored as an offset from 1.
+
+    Computed in float32 (as the reference implementations do) and cast back.
+
+    Attributes:
+        epsilon: added to the mean square before the square root.
+    """
+
+    epsilon: float = 1e-6
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        scale = self.param("scale", nn.initializers.zeros_init(), (x.shape[-1],))
+        x32 = x.astype(jnp.float32)
+        mean_square = jnp.mean(jnp.square(x32), axis=-1, keepdims=True)
+        normed = x32 * jax.lax.rsqrt(mean_square + self.epsilon)
+        return (normed * (1.0 + scale.astype(jnp.float32))).astype(x.dtype)
+
+
+def apply_rope(
+    x: jax.Array,  # [B, T, N, H]
+    positions: jax.Array,  # [B, T]
+    *,
+    base_frequency: float,
+    scale_factor: float = 1.0,
+) -> jax.Array:
+    """Rotary position embedding, rotating the two halves of each head.
+
+    Head dimension i (i < H/2) pairs with i + H/2, rotated by the angle
+    position / scale_factor / base_frequency ** (2i / H).
+
+    Args:
+        x: queries or keys, [batch, time, heads, head_dim].
+        positions: the absolute position of each token, [batch, time].
+        base_frequency: RoPE base (10,000 or 1,000,000 in Gemma 3).
+        scale_factor: linear position scaling (1 means none).
+
+    Returns:
+        `x` rotated, same shape and dtype.
+    """
+    head_dim = x.shape[-1]
+    fraction = 2 * jnp.arange(head_dim // 2, dtype=jnp.float32) / head_dim
+    timescale = base_frequency**fraction  # [H/2]
+    angles = positions[..., None].astype(jnp.float32) / scale_factor / timescale
+    angles = angles[..., None, :]  # [B, T, 1, H/2]
+    sin, cos = jnp.sin(angles), jnp.cos(angles)
+    first, second = jnp.split(x.astype(jnp.float32), 2, axis=-1)
+    rotated = jnp.concatenate(
+        [first * cos - second * sin, second * cos + first * sin], axis=-1
+    )
+    return rotated.astype(x.dtype)
+
+
+def gelu_tanh(x: jax.Array) -> jax.Array:
+    """GELU with the tanh approximation, as Gemma's GeGLU uses."""
+    return jax.nn.gelu(x, approximate=True)

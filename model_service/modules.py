@@ -1,0 +1,195 @@
+"""Transformer sub-modules: embedder, attention, feed-forward and block.
+
+Parameter names follow the official Gemma Flax checkpoints (`gemma/gm/nn/_modules.py`),
+so those load by renaming nothing below the layer level.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from model_service import cache as kv_cache
+from model_service import layers
+from model_service.config import LOCAL, AttentionType, TransformerConfig
+
+# A large negative logit for masked keys: finite, so a query with nothing to attend to
+# (padding) still gets a finite, unused output instead of NaN.
+K_MASK = -2.3819763e38
+
+
+def attention_mask(
+    query_positions: jax.Array,  # [B, T]
+    key_positions: jax.Array,  # [B, S]
+    *,
+    sliding_window: int | None,
+) -> jax.Array:  # [B, T, S] bool
+    """Which keys each query may attend to, decided by positions alone.
+
+    A key is visible when it is not padding (position >= 0), not in the future, and, on
+    local layers, fewer than `sliding_window` positions back (the query itself counts).
+    """
+    q = query_positions[:, :, None]
+    k = key_positions[:, None, :]
+    mask = (k >= 0) & (k <= q)
+    if sliding_window is not None:
+        mask &= q - k < sliding_window
+    return mask
+
+
+def soft_cap(x: jax.Array, cap: float | None) -> jax.Array:
+    """cap * tanh(x / cap), or x when there is no cap."""
+    if cap is None:
+        return x
+    return jnp.tanh(x / cap) * cap
+
+
+class Embedder(nn.Module):
+    """The token embedding, also used (tied) as the output projection."""
+
+    vocab_size: int
+    embed_dim: int
+
+    def setup(self) -> None:
+        self.input_embedding = self.param(
+            "input_embedding",
+            nn.initializers.normal(),
+            (self.vocab_size, self.embed_dim),
+        )
+
+    def encode(self, tokens: jax.Array, dtype: jnp.dtype) -> jax.Array:
+        """Embeds tokens [B, T] -> [B, T, D], scaled by sqrt(D) in `dtype`."""
+        x = self.input_embedding[tokens].astype(dtype)
+        return x * jnp.sqrt(self.embed_dim).astype(dtype)
+
+    def decode(self, x: jax.Array) -> jax.Array:
+        """Logits over the vocabulary: [B, T, D] -> [B, T, V]."""
+        return layers.weight_einsum("BTD,VD->BTV", x, self.input_embedding)
+
+
+class Attention(nn.Module):
+    """Multi-query, grouped-query or multi-head attention with an optional cache."""
+
+    config: TransformerConfig
+    attn_type: AttentionType
+
+    @property
+    def sliding_window(self) -> int | None:
+        return self.config.sliding_window if self.attn_type == LOCAL else None
+
+    def _project(self, x: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+        cfg = self.config
+        if cfg.num_kv_heads == cfg.num_heads:
+            # Multi-head checkpoints store one stacked weight (as the official ones do).
+            qkv = layers.Einsum(
+                (3, cfg.num_heads, cfg.embed_dim, cfg.head_dim), name="qkv_einsum"
+            )
+            return qkv("BTD,SNDH->SBTNH", x)
+        q = layers.Einsum(
+            (cfg.num_heads, cfg.embed_dim, cfg.head_dim), name="q_einsum"
+        )("BTD,NDH->BTNH", x)
+        k, v = layers.Einsum(
+            (2, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim), name="kv_einsum"
+        )("BSD,CKDH->CBSKH", x)
+        return q, k, v
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,  # [B, T, D]
+        positions: jax.Array,  # [B, T]
+        cache: kv_cache.LayerCache | None,
+    ) -> tuple[jax.Array, kv_cache.LayerCache | None]:
+        cfg = self.config
+        q, k, v = self._project(x)
+        if cfg.use_qk_norm:
+            q = layers.RMSNorm(cfg.rms_norm_eps, name="_query_norm")(q)
+            k = layers.RMSNorm(cfg.rms_norm_eps, name="_key_norm")(k)
+        if self.attn_type == LOCAL:
+            rope = {"base_frequency": cfg.local_rope_base}
+        else:
+            rope = {
+                "base_frequency": cfg.global_rope_base,
+                "scale_factor": cfg.rope_scale_factor,
+            }
+        q = layers.apply_rope(q, positions, **rope) * jnp.asarray(
+            cfg.query_scale, q.dtype
+        )
+        k = layers.apply_rope(k, positions, **rope)
+
+        keys, values, key_positions = k, v, positions
+        if cache is not None:
+            # Attend to what the row stored before plus this call's own tokens; write
+            # afterwards, so a call longer than a ring still sees all its tokens.
+            keys = jnp.concatenate([cache["k"].astype(k.dtype), k], axis=1)
+            values = jnp.concatenate([cache["v"].astype(v.dtype), v], axis=1)
+            past = kv_cache.visible_positions(cache, positions)
+            key_positions = jnp.concatenate([past, positions], axis=1)
+            cache = kv_cache.write(
+                cache, k=k, v=v, positions=positions, ring=self.attn_type == LOCAL
+            )
+
+        batch, time, _, _ = q.shape
+        groups = cfg.num_heads // cfg.num_kv_heads
+        q = q.reshape(batch, time, cfg.num_kv_heads, groups, cfg.head_dim)
+        logits = jnp.einsum("BTKGH,BSKH->BTKGS", q, keys).astype(jnp.float32)
+        logits = soft_cap(logits, cfg.attn_logits_soft_cap)
+        mask = attention_mask(
+            positions, key_positions, sliding_window=self.sliding_window
+        )
+        logits = jnp.where(mask[:, :, None, None, :], logits, K_MASK)
+        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
+        encoded = jnp.einsum("BTKGS,BSKH->BTKGH", probs, values)
+        encoded = encoded.reshape(batch, time, cfg.num_heads, cfg.head_dim)
+        out = layers.Einsum(
+            (cfg.num_heads, cfg.head_dim, cfg.embed_dim), name="attn_vec_einsum"
+        )("BTNH,NHD->BTD", encoded)
+        return out, cache
+
+
+class FeedForward(nn.Module):
+    """GeGLU: down(gelu_tanh(gate(x)) * up(x)).
+
+    `gating_einsum` is [2, hidden, embed] (gate, up), `linear` is [hidden, embed], as in
+    the Gemma 2/3 official checkpoints.
+    """
+
+    embed_dim: int
+    hidden_dim: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        init = nn.initializers.normal()
+        gating = self.param("gating_einsum", init, (2, self.hidden_dim, self.embed_dim))
+        linear = self.param("linear", init, (self.hidden_dim, self.embed_dim))
+        gate, up = layers.weight_einsum("BTD,CFD->CBTF", x, gating)
+        hidden = layers.gelu_tanh(gate) * up
+        return layers.weight_einsum("BTF,FD->BTD", hidden, linear)
+
+
+class Block(nn.Module):
+    """Pre-norm attention and feed-forward, each with an optional post-norm."""
+
+    config: TransformerConfig
+    attn_type: AttentionType
+
+    @nn.compact
+    def __call__(
+        self,
+        x: jax.Array,  # [B, T, D]
+        positions: jax.Array,  # [B, T]
+        cache: kv_cache.LayerCache | None,
+    ) -> tuple[jax.Array, kv_cache.LayerCache | None]:
+        cfg = self.config
+        eps = cfg.rms_norm_eps
+        h = layers.RMSNorm(eps, name="pre_attention_norm")(x)
+        h, cache = Attention(cfg, self.attn_type, name="attn")(h, positions, cache)
+        if cfg.use_post_attn_norm:
+            h = layers.RMSNorm(eps, name="post_attention_norm")(h)
+        x = x + h
+        h = layers.RMSNorm(eps, name="pre_ffw_norm")(x)
+        h = FeedForward(cfg.embed_dim, cfg.hidden_dim, name="mlp")(h)
+        if cfg.use_post_ffw_norm:
+            h = layers.RMSNorm(eps, name="post_ffw_norm")(h)
+        return x + h, cache
