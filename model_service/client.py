@@ -7,7 +7,7 @@ The protocol (the worker in `model_service.worker` is the other side):
 - `gemma:request:<request_id>`: a hash with the request (`model`, `payload` JSON) and,
   once a worker took it, `worker` (its id). Expires after `RESULT_TTL_S`.
 - `gemma:queue:<model>`: a list of request ids waiting for a worker. `submit` pushes
-  with a Lua script that checks the length first, so a full queue answers `Busy` at once.
+  with a Lua script that checks the length first: a full queue answers `Busy` at once.
 - `gemma:events:<request_id>`: a Redis Stream of events (`piece`, `done`, `error`),
   each entry one field `event` holding JSON. Readers start from the beginning, so a
   reader who joins late (a reloaded chat page) replays the whole answer. Expires after
@@ -216,7 +216,7 @@ class GenerationClient:
         prompt: Sequence[int] | Sequence[dict[str, str]] | str,
         params: SamplingParams | None = None,
     ) -> str:
-        """Queues a request, returns its id; raises WorkerUnavailable or Busy at once."""
+        """Queues a request, returns its id; WorkerUnavailable or Busy come at once."""
         request_id, payload = build_request(model, prompt, params)
         capacity = queue_capacity(self.alive_workers(), model)
         pushed = self._submit(

@@ -17,6 +17,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+# Top-k and top-p choose among at most this many most likely tokens: sorting a 262k
+# vocabulary every step would cost more than the model's own step.
+MAX_TOP_K = 256
+
 # Masked logits: a large negative, not -inf, so softmax of a masked row stays finite.
 _NEG = -1e30
 
@@ -52,9 +56,11 @@ class SamplingParams:
         if not math.isfinite(self.temperature):
             raise ValueError("temperature must be finite")
         if self.top_k is not None and not (
-            isinstance(self.top_k, int) and self.top_k >= 1
+            isinstance(self.top_k, int) and 1 <= self.top_k <= MAX_TOP_K
         ):
-            raise ValueError(f"top_k must be a positive int, got {self.top_k!r}")
+            raise ValueError(
+                f"top_k must be an int in 1..{MAX_TOP_K}, got {self.top_k!r}"
+            )
         if self.top_p is not None and not (
             isinstance(self.top_p, (int, float)) and 0 < self.top_p <= 1
         ):
@@ -182,12 +188,3 @@ def sample_rows(
     choice = jax.vmap(jax.random.categorical)(keys, scaled)
     sampled = jnp.take_along_axis(indices, choice[:, None], axis=-1)[:, 0]
     return jnp.where(temperature > 0, sampled.astype(jnp.int32), greedy_tokens)
-
-
-def token_logprobs(
-    logits: jax.Array,  # [B, V]
-    tokens: jax.Array,  # [B]
-) -> jax.Array:  # [B] float32
-    """Log-probability of each chosen token under the model's untempered distribution."""
-    logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-    return jnp.take_along_axis(logp, tokens[:, None], axis=-1)[:, 0]

@@ -1,0 +1,431 @@
+"""Autoregressive sampling over a KV cache.
+
+The four pieces (as in gemma's `gm.text` sampler):
+
+- policies and settings: `model_service.sampling`;
+- `Sampler.prefill`: runs a prompt through the model into a one-row cache, padded to a
+  fixed bucket length so that new prompt lengths do not compile new programs;
+- `Sampler.start` / `Sampler.step`: pure jitted functions over a `DecodeState` of
+  `max_batch` rows; `start` puts a prefilled row into a free slot and samples its first
+  token, `step` decodes one token for every row. Rows are at different positions and
+  each has its own settings and key, which is what continuous batching
+  (`model_service.engine`) needs;
+- drivers: `generate` (a loop over a batch of prompts) and `stream` (a generator of
+  text pieces for one prompt). `Generation` is the host-side bookkeeping of one request
+  (text, stops, limits) that the drivers and the engine share.
+
+Randomness: a request's integer seed becomes a key at `start`; the token at step `i`
+is drawn with `fold_in(key, i)`, so a request samples the same tokens whatever else
+shares its batch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from model_service import cache as kv_cache
+from model_service import layers, modules
+from model_service.config import TransformerConfig
+from model_service.detokenize import StopMatcher, StreamingDetokenizer
+from model_service.sampling import MAX_TOP_K, SamplingParams, sample_rows
+from model_service.transformer import Transformer
+
+MIN_BUCKET = 16
+DEFAULT_MAX_LENGTH = 4096
+
+
+class ContextTooLong(ValueError):
+    """The prompt leaves no room in the context for a single new token."""
+
+
+def default_dtype() -> jnp.dtype:
+    """fp32 on CPU (XLA's bf16 matmuls are slow there), bf16 on accelerators."""
+    return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+def bucket_length(length: int, max_length: int) -> int:
+    """The padded prefill length: the next power of two, at least MIN_BUCKET."""
+    bucket = MIN_BUCKET
+    while bucket < length:
+        bucket *= 2
+    return min(bucket, max_length)
+
+
+@struct.dataclass
+class DecodeState:
+    """Everything one decode step reads and writes, for `max_batch` rows."""
+
+    cache: kv_cache.Cache
+    tokens: jax.Array  # [B] int32, the last sampled token (next step's input)
+    positions: jax.Array  # [B] int32, the position of `tokens`; -1 = free row
+    keys: jax.Array  # [B, 2] uint32, each row's key data
+    steps: jax.Array  # [B] int32, tokens sampled so far (the fold_in index)
+    temperature: jax.Array  # [B] float32
+    top_k: jax.Array  # [B] int32, 0 = none
+    top_p: jax.Array  # [B] float32, 1 = none
+
+
+@dataclasses.dataclass
+class Prefilled:
+    """A prompt run through the model: its one-row cache and last-position logits."""
+
+    cache: kv_cache.Cache
+    logits: jax.Array  # [V] float32
+    length: int
+
+
+class Sampler:
+    """Prefill, start and step for one model, compiled once per shape.
+
+    Args:
+        config: the model's config.
+        params: its parameters (float, or int8 from `model_service.quantize`).
+        max_batch: rows of the decode state.
+        max_length: positions a row may hold (prompt and answer); default
+            min(config.max_seq_len, DEFAULT_MAX_LENGTH).
+        dtype: activations and cache; default `default_dtype()`.
+    """
+
+    def __init__(
+        self,
+        config: TransformerConfig,
+        params: Any,
+        *,
+        max_batch: int = 1,
+        max_length: int | None = None,
+        dtype: jnp.dtype | None = None,
+    ) -> None:
+        self.config = config
+        self.dtype = dtype or default_dtype()
+        self.params = params
+        self.max_batch = max_batch
+        self.max_length = max_length or min(config.max_seq_len, DEFAULT_MAX_LENGTH)
+        self.model = Transformer(config=config, dtype=self.dtype)
+        self._prefill = jax.jit(self._prefill_fn)
+        self._start = jax.jit(self._start_fn, donate_argnums=(0,))
+        self._step = jax.jit(self._step_fn, donate_argnums=(1,))
+        self._free = jax.jit(self._free_fn, donate_argnums=(0,))
+
+    # Host-side API ------------------------------------------------------------------
+
+    def init_state(self) -> DecodeState:
+        rows = self.max_batch
+        return DecodeState(
+            cache=kv_cache.init_cache(
+                self.config, batch_size=rows, length=self.max_length, dtype=self.dtype
+            ),
+            tokens=jnp.zeros((rows,), jnp.int32),
+            positions=jnp.full((rows,), -1, jnp.int32),
+            keys=jnp.zeros((rows, 2), jnp.uint32),
+            steps=jnp.zeros((rows,), jnp.int32),
+            temperature=jnp.zeros((rows,), jnp.float32),
+            top_k=jnp.zeros((rows,), jnp.int32),
+            top_p=jnp.ones((rows,), jnp.float32),
+        )
+
+    def check_prompt(self, prompt_ids: Sequence[int]) -> None:
+        """Raises ValueError for a prompt the model cannot take."""
+        if not prompt_ids:
+            raise ValueError("the prompt is empty")
+        vocab = self.config.vocab_size
+        bad = [t for t in prompt_ids if not (isinstance(t, int) and 0 <= t < vocab)]
+        if bad:
+            raise ValueError(
+                f"token ids outside the vocabulary (0..{vocab - 1}): {bad[:5]}"
+            )
+        if len(prompt_ids) >= self.max_length:
+            raise ContextTooLong(
+                f"the prompt has {len(prompt_ids)} tokens; the context holds "
+                f"{self.max_length}, so at most {self.max_length - 1} fit"
+            )
+
+    def prefill(self, prompt_ids: Sequence[int]) -> Prefilled:
+        """Runs the prompt into a fresh one-row cache (padded to its bucket)."""
+        self.check_prompt(prompt_ids)
+        length = len(prompt_ids)
+        bucket = bucket_length(length, self.max_length)
+        tokens = (
+            jnp.zeros((1, bucket), jnp.int32)
+            .at[0, :length]
+            .set(jnp.asarray(prompt_ids, jnp.int32))
+        )
+        positions = jnp.where(jnp.arange(bucket) < length, jnp.arange(bucket), -1)
+        cache, logits = self._prefill(
+            self.params, tokens, positions[None].astype(jnp.int32), length - 1
+        )
+        return Prefilled(cache=cache, logits=logits, length=length)
+
+    def start(
+        self,
+        state: DecodeState,
+        slot: int,
+        prefilled: Prefilled,
+        params: SamplingParams,
+    ) -> tuple[DecodeState, int, float]:
+        """Puts a prefilled row into `slot` and samples its first token."""
+        state, token, logprob = self._start(
+            state,
+            prefilled.cache,
+            prefilled.logits,
+            jnp.int32(slot),
+            jnp.int32(prefilled.length),
+            jax.random.key_data(jax.random.key(params.seed)),
+            jnp.float32(params.temperature),
+            jnp.int32(params.top_k or 0),
+            jnp.float32(params.top_p or 1.0),
+        )
+        return state, int(token), float(logprob)
+
+    def step(self, state: DecodeState) -> tuple[DecodeState, list[int], list[float]]:
+        """Decodes one token for every row (free rows produce ignored tokens)."""
+        state, tokens, logprobs = self._step(self.params, state)
+        return state, tokens.tolist(), logprobs.tolist()
+
+    def free(self, state: DecodeState, slot: int) -> DecodeState:
+        """Marks a row free: it stops writing to the cache and is ready for `start`."""
+        return self._free(state, jnp.int32(slot))
+
+    # Drivers ------------------------------------------------------------------------
+
+    def generate(
+        self,
+        prompts: Sequence[Sequence[int]],
+        params: SamplingParams,
+        tokenizer: Any,
+    ) -> list[Generation]:
+        """Samples an answer for each prompt, all in one batch, to the end."""
+        if len(prompts) > self.max_batch:
+            raise ValueError(f"{len(prompts)} prompts, but max_batch={self.max_batch}")
+        state = self.init_state()
+        rows: dict[int, Generation] = {}
+        for slot, prompt in enumerate(prompts):
+            generation = Generation(tokenizer, params, len(prompt), self.max_length)
+            state, token, logprob = self.start(
+                state, slot, self.prefill(prompt), params
+            )
+            generation.accept(token, logprob)
+            rows[slot] = generation
+        while any(not g.finished for g in rows.values()):
+            state, tokens, logprobs = self.step(state)
+            for slot, generation in rows.items():
+                if not generation.finished:
+                    generation.accept(tokens[slot], logprobs[slot])
+        return [rows[slot] for slot in range(len(prompts))]
+
+    def stream(
+        self, prompt: Sequence[int], params: SamplingParams, tokenizer: Any
+    ) -> Iterator[Piece]:
+        """Yields the answer to one prompt piece by piece; the last piece is final."""
+        generation = Generation(tokenizer, params, len(prompt), self.max_length)
+        state = self.init_state()
+        state, token, logprob = self.start(state, 0, self.prefill(prompt), params)
+        yield generation.accept(token, logprob)
+        while not generation.finished:
+            state, tokens, logprobs = self.step(state)
+            yield generation.accept(tokens[0], logprobs[0])
+
+    # Traced functions ---------------------------------------------------------------
+
+    def _prefill_fn(
+        self,
+        params: Any,
+        tokens: jax.Array,  # [1, T]
+        positions: jax.Array,  # [1, T]
+        last: jax.Array,  # index of the prompt's last token
+    ) -> tuple[kv_cache.Cache, jax.Array]:
+        cache = kv_cache.init_cache(
+            self.config, batch_size=1, length=self.max_length, dtype=self.dtype
+        )
+        out = self.model.apply({"params": params}, tokens, positions, cache)
+        # Project only the last position: the full [T, vocab] logits would cost T
+        # times the output projection, and XLA drops `out.logits` when unused.
+        hidden = jax.lax.dynamic_index_in_dim(out.hidden[0], last, keepdims=False)
+        return out.cache, self._project(params, hidden[None])[0]
+
+    def _project(self, params: Any, hidden: jax.Array) -> jax.Array:
+        """Logits of final hidden states [B, D] -> [B, V], as the model has them."""
+        table = params["embedder"]["input_embedding"]
+        logits = layers.weight_einsum("BD,VD->BV", hidden, table).astype(jnp.float32)
+        return modules.soft_cap(logits, self.config.final_logit_soft_cap)
+
+    def _start_fn(
+        self,
+        state: DecodeState,
+        row_cache: kv_cache.Cache,
+        logits: jax.Array,  # [V]
+        slot: jax.Array,
+        length: jax.Array,
+        key: jax.Array,  # [2] uint32
+        temperature: jax.Array,
+        top_k: jax.Array,
+        top_p: jax.Array,
+    ) -> tuple[DecodeState, jax.Array, jax.Array]:
+        cache = jax.tree.map(
+            lambda rows, row: jax.lax.dynamic_update_index_in_dim(
+                rows, row[0], slot, 0
+            ),
+            state.cache,
+            row_cache,
+        )
+        token, logprob = sample(
+            logits[None],
+            key[None],
+            jnp.zeros((1,), jnp.int32),
+            temperature[None],
+            top_k[None],
+            top_p[None],
+        )
+        state = state.replace(
+            cache=cache,
+            tokens=state.tokens.at[slot].set(token[0]),
+            positions=state.positions.at[slot].set(length),
+            keys=state.keys.at[slot].set(key),
+            steps=state.steps.at[slot].set(1),
+            temperature=state.temperature.at[slot].set(temperature),
+            top_k=state.top_k.at[slot].set(top_k),
+            top_p=state.top_p.at[slot].set(top_p),
+        )
+        return state, token[0], logprob[0]
+
+    def _step_fn(
+        self, params: Any, state: DecodeState
+    ) -> tuple[DecodeState, jax.Array, jax.Array]:
+        out = self.model.apply(
+            {"params": params},
+            state.tokens[:, None],
+            state.positions[:, None],
+            state.cache,
+        )
+        tokens, logprobs = sample(
+            out.logits[:, 0],
+            state.keys,
+            state.steps,
+            state.temperature,
+            state.top_k,
+            state.top_p,
+        )
+        active = state.positions >= 0
+        state = state.replace(
+            cache=out.cache,
+            tokens=tokens,
+            positions=jnp.where(active, state.positions + 1, -1),
+            steps=state.steps + 1,
+        )
+        return state, tokens, logprobs
+
+    def _free_fn(self, state: DecodeState, slot: jax.Array) -> DecodeState:
+        return state.replace(positions=state.positions.at[slot].set(-1))
+
+
+def sample(
+    logits: jax.Array,  # [B, V]
+    keys: jax.Array,  # [B, 2] uint32
+    steps: jax.Array,  # [B]
+    temperature: jax.Array,  # [B]
+    top_k: jax.Array,  # [B]
+    top_p: jax.Array,  # [B]
+) -> tuple[jax.Array, jax.Array]:
+    """Next tokens [B] and their log-probs [B]; each row with its own settings and key.
+
+    A batch of greedy rows only pays for an argmax: the sampling branch runs only when
+    some row samples.
+    """
+    step_keys = jax.vmap(
+        lambda k, s: jax.random.fold_in(jax.random.wrap_key_data(k), s)
+    )(keys, steps)
+
+    def sampled(logits: jax.Array) -> jax.Array:
+        return sample_rows(
+            logits,
+            step_keys,
+            temperature=temperature,
+            top_k=top_k,
+            top_p=top_p,
+            max_top_k=MAX_TOP_K,
+        )
+
+    def greedy(logits: jax.Array) -> jax.Array:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+
+    tokens = jax.lax.cond(jnp.any(temperature > 0), sampled, greedy, logits)
+    logprobs = jax.nn.log_softmax(logits, axis=-1)
+    return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
+
+
+@dataclasses.dataclass
+class Piece:
+    """New text of one step; `finish_reason` is set on a request's last piece."""
+
+    text: str
+    token_ids: list[int]
+    logprobs: list[float]
+    finish_reason: str | None = None
+
+
+class Generation:
+    """Host-side progress of one request: its tokens, its text and when it ends.
+
+    The end-of-turn or end-of-sequence token ends a request ("stop") and is kept in
+    `token_ids` (its log-prob matters to training) but adds no text. A user stop string
+    ends it too ("stop"); the text before it is kept. Reaching `max_new_tokens` or the
+    end of the context ends it with "length".
+    """
+
+    def __init__(
+        self,
+        tokenizer: Any,
+        params: SamplingParams,
+        prompt_tokens: int,
+        max_length: int,
+    ) -> None:
+        self.params = params
+        self.prompt_tokens = prompt_tokens
+        self.max_new_tokens = min(params.max_new_tokens, max_length - prompt_tokens)
+        self.end_ids = {tokenizer.eos_id, tokenizer.end_of_turn_id} - {None}
+        self.detokenizer = StreamingDetokenizer(tokenizer.piece_bytes)
+        self.stops = StopMatcher(params.stop)
+        self.token_ids: list[int] = []
+        self.logprobs: list[float] = []
+        self.text = ""
+        self.finish_reason: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def accept(self, token_id: int, logprob: float) -> Piece:
+        """Takes one sampled token; returns the text it completes."""
+        self.token_ids.append(token_id)
+        self.logprobs.append(logprob)
+        if token_id in self.end_ids:
+            text, reason = self._flush(), "stop"
+        else:
+            text, stopped = self.stops.push(self.detokenizer.push(token_id))
+            if stopped:
+                reason = "stop"
+            elif len(self.token_ids) >= self.max_new_tokens:
+                text, reason = text + self._flush(), "length"
+            else:
+                reason = None
+        return self._piece(text, [token_id], [logprob], reason)
+
+    def cancel(self) -> Piece:
+        """Ends the request now, keeping the text so far."""
+        return self._piece(self._flush(), [], [], "cancelled")
+
+    def _flush(self) -> str:
+        text, stopped = self.stops.push(self.detokenizer.flush())
+        return text if stopped else text + self.stops.flush()
+
+    def _piece(
+        self, text: str, token_ids: list[int], logprobs: list[float], reason: str | None
+    ) -> Piece:
+        self.text += text
+        self.finish_reason = reason
+        return Piece(text, token_ids, logprobs, reason)

@@ -1,0 +1,287 @@
+"""The generation worker: a long-lived process that serves models to Redis clients.
+
+    python -m model_service.worker --redis-url redis://127.0.0.1:6379/0 \
+        --model gemma3-270m [--model tiny-random] [--max-batch 8] [--max-queue 32]
+
+It loads each model once, announces itself with a heartbeat key, takes request ids from
+the models' queues, runs them in one continuous batch per model (`model_service.engine`)
+and writes every request's events to its Redis Stream. The protocol is described in
+`model_service.client`. One bad request is reported as failed and never stops the
+worker; SIGINT / SIGTERM end the running requests with an error event, delete the
+heartbeat key and exit.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from typing import Any
+
+import redis
+
+from model_service import client as proto
+from model_service.engine import Engine, Update
+from model_service.sampling import SamplingParams
+
+log = logging.getLogger("model_service.worker")
+
+HEARTBEAT_EVERY_S = 1.0
+IDLE_WAIT_S = 1
+
+
+class Heartbeat(threading.Thread):
+    """Refreshes the worker's key every second, with the current load."""
+
+    def __init__(self, worker: Worker) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.worker = worker
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        conn = redis.Redis.from_url(self.worker.redis_url)
+        while not self.stopped.is_set():
+            try:
+                conn.set(
+                    proto.worker_key(self.worker.worker_id),
+                    json.dumps(self.worker.describe()),
+                    ex=proto.HEARTBEAT_TTL_S,
+                )
+            except redis.RedisError:
+                log.exception("heartbeat failed; retrying")
+            self.stopped.wait(HEARTBEAT_EVERY_S)
+        conn.delete(proto.worker_key(self.worker.worker_id))
+        conn.close()
+
+
+class Worker:
+    """Takes requests from Redis and drives one engine per model.
+
+    Args:
+        redis_url: where the queues and streams live.
+        engines: model name -> its engine.
+        max_queue: how many requests may wait per model before clients get `Busy`.
+        worker_id: the heartbeat key's suffix (default: host-pid-random).
+    """
+
+    def __init__(
+        self,
+        redis_url: str,
+        engines: dict[str, Engine],
+        *,
+        max_queue: int,
+        worker_id: str | None = None,
+    ) -> None:
+        self.redis_url = redis_url
+        self.engines = engines
+        self.max_queue = max_queue
+        self.worker_id = worker_id or (
+            f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        )
+        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        self.started = time.time()
+        self.stopping = threading.Event()
+        # request id -> (model, payload): what the "done" event repeats back.
+        self.requests: dict[str, tuple[str, dict[str, Any]]] = {}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "models": sorted(self.engines),
+            "load": sum(len(e.active) for e in self.engines.values()),
+            "max_batch": max(e.max_batch for e in self.engines.values()),
+            "max_queue": self.max_queue,
+            "pid": os.getpid(),
+            "started": self.started,
+        }
+
+    # The loop ---------------------------------------------------------------------
+
+    def run(self) -> None:
+        heartbeat = Heartbeat(self)
+        heartbeat.start()
+        log.info("worker %s serving %s", self.worker_id, sorted(self.engines))
+        try:
+            while not self.stopping.is_set():
+                self.admit()
+                if any(e.active for e in self.engines.values()):
+                    self.check_cancels()
+                    self.step()
+                else:
+                    self.wait_for_work()
+        finally:
+            self.shutdown()
+            heartbeat.stopped.set()
+            heartbeat.join()
+            log.info("worker %s stopped", self.worker_id)
+
+    def wait_for_work(self) -> None:
+        """Blocks (at most a second, to notice signals) until a request arrives."""
+        models = {proto.queue_key(m): m for m in self.engines}
+        popped = self.redis.blpop(list(models), timeout=IDLE_WAIT_S)
+        if popped:
+            queue, request_id = popped
+            model = models[queue]
+            self.start_request(model, self.engines[model], request_id)
+
+    def admit(self) -> None:
+        """Moves waiting requests into free batch rows (prefill happens here)."""
+        for model, engine in self.engines.items():
+            while engine.free_slots > 0 and not self.stopping.is_set():
+                request_id = self.redis.lpop(proto.queue_key(model))
+                if request_id is None:
+                    break
+                self.start_request(model, engine, request_id)
+
+    def start_request(self, model: str, engine: Engine, request_id: str) -> None:
+        self.redis.hset(proto.request_key(request_id), "worker", self.worker_id)
+        try:
+            payload = json.loads(
+                self.redis.hget(proto.request_key(request_id), "payload")
+            )
+            self.requests[request_id] = (model, payload)
+            if self.redis.exists(proto.cancel_key(request_id)):
+                self.finish(Update(request_id, finish_reason="cancelled"))
+                return
+            params = SamplingParams.from_dict(payload["params"])
+            prompt_ids = engine.prompt_ids(payload)
+            log.info(
+                "request %s: %d prompt tokens, %s", request_id, len(prompt_ids), params
+            )
+            update = engine.add(request_id, prompt_ids, params)
+        except Exception as exc:  # one bad request never stops the worker
+            log.warning("request %s rejected: %s", request_id, exc)
+            self.fail(request_id, f"{type(exc).__name__}: {exc}")
+            return
+        self.publish(update)
+
+    def check_cancels(self) -> None:
+        for engine in self.engines.values():
+            active = list(engine.active)
+            flags = self.redis.mget([proto.cancel_key(r) for r in active])
+            for request_id, flag in zip(active, flags, strict=True):
+                if flag:
+                    self.finish(engine.cancel(request_id))
+
+    def step(self) -> None:
+        for model, engine in self.engines.items():
+            if not engine.active:
+                continue
+            try:
+                updates = engine.step()
+            except Exception:
+                # The whole batched step failed: fail the rows it held, keep serving.
+                log.exception("decode step of %s failed", model)
+                for request_id in list(engine.active):
+                    engine.drop(request_id)
+                    self.fail(request_id, "internal error in the decode step")
+                continue
+            for update in updates:
+                self.publish(update)
+
+    # Events -----------------------------------------------------------------------
+
+    def publish(self, update: Update) -> None:
+        if update.error:
+            self.fail(update.request_id, update.error)
+        elif update.finish_reason:
+            self.finish(update)
+        elif update.token_ids:
+            self.emit(update.request_id, piece_event(update))
+
+    def finish(self, update: Update) -> None:
+        model, payload = self.requests.pop(update.request_id)
+        if update.token_ids:
+            self.emit(update.request_id, piece_event(update))
+        self.emit(
+            update.request_id,
+            {
+                "type": "done",
+                "finish_reason": update.finish_reason,
+                "model": model,
+                "params": payload["params"],
+                "text": update.full_text,
+                "token_ids": update.all_token_ids,
+                "logprobs": update.all_logprobs,
+                "prompt_tokens": update.prompt_tokens,
+                "worker": self.worker_id,
+            },
+        )
+        log.info(
+            "request %s done (%s, %d tokens)",
+            update.request_id,
+            update.finish_reason,
+            len(update.all_token_ids),
+        )
+
+    def fail(self, request_id: str, message: str) -> None:
+        self.requests.pop(request_id, None)
+        self.emit(request_id, {"type": "error", "message": message})
+
+    def emit(self, request_id: str, event: dict[str, Any]) -> None:
+        key = proto.events_key(request_id)
+        pipe = self.redis.pipeline()
+        pipe.xadd(key, {"event": json.dumps(event)})
+        pipe.expire(key, proto.RESULT_TTL_S)
+        pipe.execute()
+
+    def shutdown(self) -> None:
+        for engine in self.engines.values():
+            for request_id in list(engine.active):
+                engine.drop(request_id)
+                self.fail(request_id, "the generation worker shut down")
+
+
+def piece_event(update: Update) -> dict[str, Any]:
+    return {
+        "type": "piece",
+        "text": update.text,
+        "token_ids": update.token_ids,
+        "logprobs": update.logprobs,
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
+    parser.add_argument("--model", action="append", required=True, dest="models")
+    parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--max-queue", type=int, default=32)
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--quantize", choices=["none", "int8"], default=None)
+    parser.add_argument("--worker-id", default=None)
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
+    )
+    from model_service.registry import load_model  # heavy: JAX and the weights
+
+    engines = {}
+    for name in args.models:
+        log.info("loading model %s", name)
+        engines[name] = Engine(
+            load_model(name),
+            max_batch=args.max_batch,
+            max_length=args.max_length,
+            quantize=args.quantize,
+        )
+    worker = Worker(
+        args.redis_url, engines, max_queue=args.max_queue, worker_id=args.worker_id
+    )
+
+    def stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        worker.stopping.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    worker.run()
+
+
+if __name__ == "__main__":
+    main()
