@@ -11,8 +11,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from model_service.registry import load_tokenizer, max_context
-
 from model_service import chat_format
 from webapp.chat.models import Message
 
@@ -29,7 +27,17 @@ class Prompt:
 
 @functools.cache
 def tokenizer_for(model_name: str):
+    # Imported here: the registry brings JAX, which the Celery worker needs only once
+    # it generates an answer.
+    from model_service.registry import load_tokenizer
+
     return load_tokenizer(model_name)
+
+
+def max_context(model_name: str) -> int:
+    from model_service.registry import max_context
+
+    return max_context(model_name)
 
 
 def branch_turns(answer: Message) -> list[dict[str, str]]:
