@@ -230,6 +230,11 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 # How long /healthz waits for each part to answer (seconds).
 HEALTHZ_TIMEOUT = 1.0
 
+# --- Chat ---------------------------------------------------------------------------
+
+# The longest chat message a user may send; longer ones are rejected, nothing saved.
+CHAT_MAX_MESSAGE_CHARS = env_int("CHAT_MAX_MESSAGE_CHARS", 8000)
+
 # --- Logging ------------------------------------------------------------------------
 
 LOGGING = {
