@@ -62,10 +62,24 @@ def test_it_rejects_a_message_over_the_configured_length(conversation, settings)
     assert not Message.objects.exists()
 
 
+def finish(answer: Message) -> None:
+    Message.objects.filter(pk=answer.pk).update(status=Message.Status.COMPLETE)
+
+
+def test_it_refuses_a_message_while_the_last_answer_streams(
+    conversation, django_capture_on_commit_callbacks
+):
+    send(conversation, "one", django_capture_on_commit_callbacks)
+    with pytest.raises(ValidationError, match="Wait for the answer"):
+        services.send_message(conversation, "two")
+    assert Message.objects.count() == 2
+
+
 def test_it_answers_each_message_under_the_previous_answer(
     conversation, django_capture_on_commit_callbacks
 ):
     first = send(conversation, "one", django_capture_on_commit_callbacks)
+    finish(first)
     second = send(conversation, "two", django_capture_on_commit_callbacks)
 
     branch = services.current_branch(conversation)
@@ -102,6 +116,7 @@ def test_switch_to_shows_the_siblings_branch_down_to_its_newest_leaf(
     conversation, django_capture_on_commit_callbacks
 ):
     first = send(conversation, "hi", django_capture_on_commit_callbacks)
+    finish(first)
     follow_up = send(conversation, "more", django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=False):
         services.regenerate(first)
@@ -116,6 +131,7 @@ def test_editing_a_message_branches_the_conversation(
     conversation, django_capture_on_commit_callbacks
 ):
     first = send(conversation, "hi", django_capture_on_commit_callbacks)
+    finish(first)
     send(conversation, "more", django_capture_on_commit_callbacks)
     with django_capture_on_commit_callbacks(execute=False):
         edited_answer = services.edit_message(first.parent, "hello instead")
@@ -143,7 +159,7 @@ def test_the_branch_is_read_in_one_query(
     conversation, django_capture_on_commit_callbacks, django_assert_num_queries
 ):
     for text in ["a", "b", "c"]:
-        send(conversation, text, django_capture_on_commit_callbacks)
+        finish(send(conversation, text, django_capture_on_commit_callbacks))
     with django_assert_num_queries(1):
         assert len(services.current_branch(conversation)) == 6
 
@@ -152,7 +168,7 @@ def test_it_fails_answers_that_no_task_claimed_in_time(
     conversation, django_capture_on_commit_callbacks
 ):
     stale = send(conversation, "hi", django_capture_on_commit_callbacks)
-    fresh = send(conversation, "again", django_capture_on_commit_callbacks)
+    fresh = services.regenerate(stale)
     long_ago = timezone.now() - datetime.timedelta(seconds=services.CLAIM_TIMEOUT_S + 1)
     Message.objects.filter(pk=stale.pk).update(created_at=long_ago)
 

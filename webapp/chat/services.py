@@ -138,7 +138,10 @@ def _add_user_message(
 
 def send_message(conversation: Conversation, text: str) -> Message:
     """Saves the user's message under the current leaf and starts its answer."""
-    return _add_user_message(conversation, conversation.current_leaf, text)
+    leaf = conversation.current_leaf
+    if leaf is not None and leaf.status == Message.Status.STREAMING:
+        raise ValidationError("Wait for the answer to finish, or stop it, first.")
+    return _add_user_message(conversation, leaf, text)
 
 
 def edit_message(message: Message, text: str) -> Message:
