@@ -24,6 +24,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 # Must match the default REDIS_URL in webapp/settings.py.
 EMBEDDED_REDIS_SOCKET = BASE_DIR / "var" / "redis.sock"
 STOP_TIMEOUT_S = 15
+MAX_SOCKET_PATH = 100  # Linux allows 107 bytes in a Unix socket address
 
 
 def redis_server_binary() -> str:
@@ -65,6 +66,11 @@ def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
 
 def start_redis(socket_path: Path) -> subprocess.Popen:
     """A private Redis server listening only on `socket_path`, without persistence."""
+    if len(str(socket_path)) > MAX_SOCKET_PATH:
+        raise RuntimeError(
+            f"{socket_path} is too long for a Unix socket; move the checkout to a "
+            "shorter path or set REDIS_URL to a Redis server of your own"
+        )
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     url = socket_url(socket_path)
     if socket_path.exists():
