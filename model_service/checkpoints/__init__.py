@@ -1,0 +1,69 @@
+"""Checkpoint loaders: GGUF, the official Gemma Flax/Orbax layout, Hugging Face
+safetensors. Each reads files in one function and rewrites trees in pure ones."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jax
+import numpy as np
+
+from model_service.config import TransformerConfig
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded whole: the message names what is wrong."""
+
+
+def check_tree(params: Mapping[str, Any], config: TransformerConfig) -> None:
+    """Raises `CheckpointError` unless `params` has the model's leaves and shapes.
+
+    Args:
+        params: a parameter tree (arrays or anything with `.shape`).
+        config: the config the tree must fit.
+    """
+    from model_service.transformer import abstract_params  # avoid an import cycle
+
+    expected = _flatten(abstract_params(config))
+    found = _flatten(params)
+    missing = sorted(set(expected) - set(found))
+    if missing:
+        raise CheckpointError(f"missing parameter(s): {', '.join(missing)}")
+    unexpected = sorted(set(found) - set(expected))
+    if unexpected:
+        raise CheckpointError(f"unexpected parameter(s): {', '.join(unexpected)}")
+    for name, leaf in expected.items():
+        if tuple(found[name].shape) != tuple(leaf.shape):
+            raise CheckpointError(
+                f"{name}: expected shape {tuple(leaf.shape)}, "
+                f"found {tuple(found[name].shape)}"
+            )
+
+
+def to_device(params: dict[str, Any]) -> dict[str, Any]:
+    """Moves a tree of numpy leaves to float32 jax arrays, freeing each as it goes.
+
+    Leaves are converted one at a time and dropped from the input, so host memory holds
+    at most one leaf twice.
+    """
+    out = {}
+    for key in list(params):
+        value = params.pop(key)
+        if isinstance(value, dict):
+            out[key] = to_device(value)
+        else:
+            out[key] = jax.device_put(np.asarray(value, np.float32))
+            del value
+    return out
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, name + "/"))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,241 @@
+"""GGUF checkpoints (llama.cpp), dequantized to float32 with the `gguf` package.
+
+Only the Gemma 3 architecture is read. Its hyper-parameters that GGUF does not store are
+the ones llama.cpp fixes for Gemma 3 (`src/llama-model.cpp`): local layers use RoPE base
+10,000 and one layer in six is global; queries are scaled by head_dim ** -0.5 except on
+the 27B model (d_model / heads).
+
+Layout notes (checked by logit parity, see tests/data/parity/):
+- GGUF lists shapes fastest-axis first; the arrays `gguf` gives back are [out, in],
+  as in PyTorch.
+- llama.cpp's converter stores Gemma RMSNorm weights as 1 + w; our scale is w.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from os import PathLike
+from typing import Any
+
+import gguf
+import numpy as np
+
+from model_service.checkpoints import CheckpointError, check_tree, to_device
+from model_service.config import GEMMA3_PATTERN, TransformerConfig
+
+ARCHITECTURE = "gemma3"
+_LOCAL_ROPE_BASE = 10_000.0
+
+
+def load(path: str | PathLike[str]) -> tuple[TransformerConfig, dict[str, Any]]:
+    """Reads a Gemma 3 GGUF file.
+
+    Args:
+        path: the .gguf file.
+
+    Returns:
+        (config, float32 parameters on the default device).
+
+    Raises:
+        CheckpointError: another architecture, a missing field or tensor, a wrong shape.
+    """
+    reader = gguf.GGUFReader(path)
+    metadata = {
+        key: field.contents()
+        for key, field in reader.fields.items()
+        if not key.startswith("tokenizer.")
+    }
+    # The parsed fields hold the 262,144-piece vocabulary as ~0.6 GB of small arrays;
+    # the tokenizer reads it on its own, so drop it before the weights come in.
+    reader.fields.clear()
+    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    config = config_from_metadata(metadata, vocab_size=_vocab_size(tensors))
+    params = params_from_tensors(_LazyTensors(tensors, _dequantize), config)
+    return config, params
+
+
+_ROWS_PER_CHUNK = 8192
+
+
+def _dequantize(tensor: Any) -> np.ndarray:
+    """Dequantizes in chunks of rows: the `gguf` package makes several temporary copies
+    of what it dequantizes, which for the whole embedding would be gigabytes."""
+    data = tensor.data
+    if data.ndim < 2 or data.shape[0] <= _ROWS_PER_CHUNK:
+        return gguf.quants.dequantize(data, tensor.tensor_type)
+    first = gguf.quants.dequantize(data[:_ROWS_PER_CHUNK], tensor.tensor_type)
+    out = np.empty((data.shape[0], *first.shape[1:]), np.float32)
+    out[:_ROWS_PER_CHUNK] = first
+    for start in range(_ROWS_PER_CHUNK, data.shape[0], _ROWS_PER_CHUNK):
+        chunk = data[start : start + _ROWS_PER_CHUNK]
+        out[start : start + len(chunk)] = gguf.quants.dequantize(
+            chunk, tensor.tensor_type
+        )
+    return out
+
+
+def _vocab_size(tensors: Mapping[str, Any]) -> int:
+    if "token_embd.weight" not in tensors:
+        raise CheckpointError("missing tensor token_embd.weight")
+    # GGUF lists the shape fastest axis first: [d_model, vocab].
+    return int(tensors["token_embd.weight"].shape[-1])
+
+
+def config_from_metadata(
+    metadata: Mapping[str, Any], *, vocab_size: int
+) -> TransformerConfig:
+    """Builds the config from GGUF metadata (a pure function of the header).
+
+    Args:
+        metadata: GGUF key/value fields.
+        vocab_size: rows of the token embedding.
+
+    Returns:
+        The model's config.
+    """
+    arch = metadata.get("general.architecture")
+    if arch != ARCHITECTURE:
+        raise CheckpointError(
+            f"general.architecture is {arch!r}; only {ARCHITECTURE!r} is supported"
+        )
+
+    def field(name: str) -> Any:
+        key = f"{arch}.{name}"
+        if key not in metadata:
+            raise CheckpointError(f"missing GGUF field {key}")
+        return metadata[key]
+
+    embed_dim = int(field("embedding_length"))
+    num_layers = int(field("block_count"))
+    num_heads = int(field("attention.head_count"))
+    head_dim = int(field("attention.key_length"))
+    is_27b = num_layers == 62
+    return TransformerConfig(
+        num_layers=num_layers,
+        vocab_size=vocab_size,
+        embed_dim=embed_dim,
+        hidden_dim=int(field("feed_forward_length")),
+        num_heads=num_heads,
+        num_kv_heads=int(field("attention.head_count_kv")),
+        head_dim=head_dim,
+        max_seq_len=int(field("context_length")),
+        query_pre_attn_scalar=embed_dim // num_heads if is_27b else head_dim,
+        attention_pattern=GEMMA3_PATTERN,
+        sliding_window=int(field("attention.sliding_window")),
+        global_rope_base=float(field("rope.freq_base")),
+        local_rope_base=_LOCAL_ROPE_BASE,
+        rope_scale_factor=float(metadata.get(f"{arch}.rope.scaling.factor", 1.0)),
+        use_post_attn_norm=True,
+        use_post_ffw_norm=True,
+        use_qk_norm=True,
+        # Stored as float32: 1e-6 reads back as 9.99999997e-07.
+        rms_norm_eps=float(f"{field('attention.layer_norm_rms_epsilon'):.6g}"),
+    )
+
+
+def params_from_tensors(
+    tensors: Mapping[str, np.ndarray], config: TransformerConfig
+) -> dict[str, Any]:
+    """Rewrites GGUF tensors ([out, in] arrays) into our parameter tree.
+
+    Every tensor is read once, converted to a float32 jax array and released, so memory
+    holds one tensor twice at most. All tensors must be used and all leaves filled.
+
+    Args:
+        tensors: GGUF tensor name -> float32 array (read lazily if it likes).
+        config: the model's config.
+
+    Returns:
+        The parameter tree.
+    """
+    used: set[str] = set()
+
+    def take(name: str, rewrite: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        if name not in tensors:
+            raise CheckpointError(f"missing tensor {name}")
+        used.add(name)
+        return rewrite(np.asarray(tensors[name], np.float32))
+
+    def norm(name: str) -> np.ndarray:
+        return take(name, lambda w: w - 1.0)
+
+    n, k, h = config.num_heads, config.num_kv_heads, config.head_dim
+    d = config.embed_dim
+
+    def heads(count: int) -> Callable[[np.ndarray], np.ndarray]:
+        # [count * H, D] -> [count, D, H]
+        return lambda w: w.reshape(count, h, d).transpose(0, 2, 1)
+
+    params: dict[str, Any] = {
+        "embedder": to_device({"input_embedding": take("token_embd.weight", _same)})
+    }
+    for i in range(config.num_layers):
+        blk = f"blk.{i}."
+        q = take(blk + "attn_q.weight", heads(n))
+        kv = np.stack(
+            [
+                take(blk + "attn_k.weight", heads(k)),
+                take(blk + "attn_v.weight", heads(k)),
+            ]
+        )
+        layer = {
+            "pre_attention_norm": {"scale": norm(blk + "attn_norm.weight")},
+            "attn": {
+                "q_einsum": {"w": q},
+                "kv_einsum": {"w": kv},
+                # [D, N * H] -> [N, H, D]
+                "attn_vec_einsum": {
+                    "w": take(
+                        blk + "attn_output.weight", lambda w: w.T.reshape(n, h, d)
+                    )
+                },
+                "_query_norm": {"scale": norm(blk + "attn_q_norm.weight")},
+                "_key_norm": {"scale": norm(blk + "attn_k_norm.weight")},
+            },
+            "post_attention_norm": {"scale": norm(blk + "post_attention_norm.weight")},
+            "pre_ffw_norm": {"scale": norm(blk + "ffn_norm.weight")},
+            "mlp": {
+                # gate and up are [F, D] already; down is [D, F].
+                "gating_einsum": np.stack(
+                    [
+                        take(blk + "ffn_gate.weight", _same),
+                        take(blk + "ffn_up.weight", _same),
+                    ]
+                ),
+                "linear": take(blk + "ffn_down.weight", lambda w: w.T),
+            },
+            "post_ffw_norm": {"scale": norm(blk + "post_ffw_norm.weight")},
+        }
+        params[f"layer_{i}"] = to_device(layer)
+    params["final_norm"] = to_device({"scale": norm("output_norm.weight")})
+
+    unused = sorted(set(tensors) - used)
+    if unused:
+        raise CheckpointError(f"unexpected tensor(s): {', '.join(unused)}")
+    check_tree(params, config)
+    return params
+
+
+def _same(w: np.ndarray) -> np.ndarray:
+    return w
+
+
+class _LazyTensors(Mapping[str, np.ndarray]):
+    """GGUF tensors by name, dequantized only when read."""
+
+    def __init__(
+        self, tensors: Mapping[str, Any], read: Callable[[Any], np.ndarray]
+    ) -> None:
+        self._tensors = tensors
+        self._read = read
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        if name not in self._tensors:
+            raise KeyError(name)
+        return self._read(self._tensors[name])
+
+    def __iter__(self):
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
