@@ -206,7 +206,10 @@ SERVE_STATIC = env_bool("SERVE_STATIC", True)
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL]},
+        # redis-py 8 times socket reads out after 5 s by default, exactly the time
+        # channels_redis blocks in BZPOPMIN waiting for a message: every idle consumer
+        # would die with "Timeout reading from socket". Reads get a longer limit.
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
     }
 }
 
