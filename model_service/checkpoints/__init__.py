@@ -25,8 +25,8 @@ def check_tree(params: Mapping[str, Any], config: TransformerConfig) -> None:
     """
     from model_service.transformer import abstract_params  # avoid an import cycle
 
-    expected = _flatten(abstract_params(config))
-    found = _flatten(params)
+    expected = flatten(abstract_params(config))
+    found = flatten(params)
     missing = sorted(set(expected) - set(found))
     if missing:
         raise CheckpointError(f"missing parameter(s): {', '.join(missing)}")
@@ -58,12 +58,25 @@ def to_device(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested dict as {"a/b/c": leaf}."""
     flat = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            flat.update(_flatten(value, name + "/"))
+            flat.update(flatten(value, name + "/"))
         else:
             flat[name] = value
     return flat
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """{"a/b/c": leaf} as a nested dict (the inverse of `flatten`)."""
+    tree: dict[str, Any] = {}
+    for name, value in flat.items():
+        *path, leaf = name.split("/")
+        node = tree
+        for key in path:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    return tree
