@@ -17,7 +17,12 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
-from model_service.client import Busy, GenerationClient, GenerationError
+from model_service.client import (
+    Busy,
+    GenerationClient,
+    GenerationError,
+    WorkerUnavailable,
+)
 from model_service.sampling import SamplingParams
 from webapp.chat import prompts
 from webapp.chat.models import Message, answer_group
@@ -67,12 +72,23 @@ def run_answer(answer_id: int) -> None:
         return
     relay = Relay(answer)
     try:
+        generate(answer, relay)
+    except Exception as exc:  # whatever happens, the answer must not stay "streaming"
+        relay.fail(f"Generation failed: {type(exc).__name__}: {exc}")
+        raise
+
+
+def generate(answer: Message, relay: Relay) -> None:
+    try:
         prompt = prompts.build_prompt(answer)
         request_id = client().submit(
             answer.model_name, prompt.token_ids, sampling_params(answer)
         )
     except Busy:
         relay.fail("The model is busy with other requests. Try again in a moment.")
+        return
+    except WorkerUnavailable as exc:
+        relay.fail(f"The generation worker is not running: {exc}.")
         return
     except (GenerationError, prompts.PromptError) as exc:
         relay.fail(str(exc))

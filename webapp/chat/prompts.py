@@ -34,10 +34,22 @@ def tokenizer_for(model_name: str):
     return load_tokenizer(model_name)
 
 
-def max_context(model_name: str) -> int:
-    from model_service.registry import max_context
+def context_length(model_name: str) -> int:
+    """Positions a worker gives a request of this model (prompt and answer).
 
-    return max_context(model_name)
+    The worker's sampler holds min(the model's context, DEFAULT_MAX_LENGTH) positions;
+    for a checkpoint path, whose config is only known once loaded, the default. A
+    worker started with a smaller `--max-length` rejects a prompt that does not fit,
+    and the answer fails with that message.
+    """
+    from model_service.config import get_config
+    from model_service.registry import GEMMA3_270M, TINY_RANDOM
+    from model_service.sampler import DEFAULT_MAX_LENGTH
+
+    presets = {GEMMA3_270M: "gemma3-270m", TINY_RANDOM: "tiny"}
+    if model_name not in presets:
+        return DEFAULT_MAX_LENGTH
+    return min(get_config(presets[model_name]).max_seq_len, DEFAULT_MAX_LENGTH)
 
 
 def branch_turns(answer: Message) -> list[dict[str, str]]:
@@ -53,7 +65,10 @@ def branch_turns(answer: Message) -> list[dict[str, str]]:
 
 def build_prompt(answer: Message) -> Prompt:
     tokenizer = tokenizer_for(answer.model_name)
-    budget = max_context(answer.model_name) - answer.max_new_tokens
+    context = context_length(answer.model_name)
+    # Room for the answer, but never more than half the context: a long conversation
+    # with a large max_new_tokens keeps its recent turns (the worker caps the answer).
+    budget = context - min(answer.max_new_tokens, context // 2)
     turns = branch_turns(answer)
     try:
         token_ids, dropped = chat_format.fit_to_context(tokenizer, turns, budget)
