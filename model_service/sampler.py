@@ -22,6 +22,7 @@ shares its batch.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -106,11 +107,13 @@ class Sampler:
         self.params = params
         self.max_batch = max_batch
         self.max_length = max_length or min(config.max_seq_len, DEFAULT_MAX_LENGTH)
-        self.model = Transformer(config=config, dtype=self.dtype)
-        self._prefill = jax.jit(self._prefill_fn)
-        self._start = jax.jit(self._start_fn, donate_argnums=(0,))
-        self._step = jax.jit(self._step_fn, donate_argnums=(1,))
-        self._free = jax.jit(self._free_fn, donate_argnums=(0,))
+        # Static arguments of the jitted functions: samplers of the same model shape
+        # share their compiled programs.
+        self.static = {
+            "config": config,
+            "dtype": self.dtype,
+            "max_length": self.max_length,
+        }
 
     # Host-side API ------------------------------------------------------------------
 
@@ -156,8 +159,12 @@ class Sampler:
             .set(jnp.asarray(prompt_ids, jnp.int32))
         )
         positions = jnp.where(jnp.arange(bucket) < length, jnp.arange(bucket), -1)
-        cache, logits = self._prefill(
-            self.params, tokens, positions[None].astype(jnp.int32), length - 1
+        cache, logits = prefill_fn(
+            self.params,
+            tokens,
+            positions[None].astype(jnp.int32),
+            jnp.int32(length - 1),
+            **self.static,
         )
         return Prefilled(cache=cache, logits=logits, length=length)
 
@@ -169,7 +176,7 @@ class Sampler:
         params: SamplingParams,
     ) -> tuple[DecodeState, int, float]:
         """Puts a prefilled row into `slot` and samples its first token."""
-        state, token, logprob = self._start(
+        state, token, logprob = start_fn(
             state,
             prefilled.cache,
             prefilled.logits,
@@ -184,12 +191,14 @@ class Sampler:
 
     def step(self, state: DecodeState) -> tuple[DecodeState, list[int], list[float]]:
         """Decodes one token for every row (free rows produce ignored tokens)."""
-        state, tokens, logprobs = self._step(self.params, state)
+        state, tokens, logprobs = step_fn(
+            self.params, state, config=self.config, dtype=self.dtype
+        )
         return state, tokens.tolist(), logprobs.tolist()
 
     def free(self, state: DecodeState, slot: int) -> DecodeState:
         """Marks a row free: it stops writing to the cache and is ready for `start`."""
-        return self._free(state, jnp.int32(slot))
+        return free_fn(state, jnp.int32(slot))
 
     # Drivers ------------------------------------------------------------------------
 
@@ -230,97 +239,113 @@ class Sampler:
             state, tokens, logprobs = self.step(state)
             yield generation.accept(tokens[0], logprobs[0])
 
-    # Traced functions ---------------------------------------------------------------
 
-    def _prefill_fn(
-        self,
-        params: Any,
-        tokens: jax.Array,  # [1, T]
-        positions: jax.Array,  # [1, T]
-        last: jax.Array,  # index of the prompt's last token
-    ) -> tuple[kv_cache.Cache, jax.Array]:
-        cache = kv_cache.init_cache(
-            self.config, batch_size=1, length=self.max_length, dtype=self.dtype
-        )
-        out = self.model.apply({"params": params}, tokens, positions, cache)
-        # Project only the last position: the full [T, vocab] logits would cost T
-        # times the output projection, and XLA drops `out.logits` when unused.
-        hidden = jax.lax.dynamic_index_in_dim(out.hidden[0], last, keepdims=False)
-        return out.cache, self._project(params, hidden[None])[0]
+# Traced functions ---------------------------------------------------------------------
 
-    def _project(self, params: Any, hidden: jax.Array) -> jax.Array:
-        """Logits of final hidden states [B, D] -> [B, V], as the model has them."""
-        table = params["embedder"]["input_embedding"]
-        logits = layers.weight_einsum("BD,VD->BV", hidden, table).astype(jnp.float32)
-        return modules.soft_cap(logits, self.config.final_logit_soft_cap)
 
-    def _start_fn(
-        self,
-        state: DecodeState,
-        row_cache: kv_cache.Cache,
-        logits: jax.Array,  # [V]
-        slot: jax.Array,
-        length: jax.Array,
-        key: jax.Array,  # [2] uint32
-        temperature: jax.Array,
-        top_k: jax.Array,
-        top_p: jax.Array,
-    ) -> tuple[DecodeState, jax.Array, jax.Array]:
-        cache = jax.tree.map(
-            lambda rows, row: jax.lax.dynamic_update_index_in_dim(
-                rows, row[0], slot, 0
-            ),
-            state.cache,
-            row_cache,
-        )
-        token, logprob = sample(
-            logits[None],
-            key[None],
-            jnp.zeros((1,), jnp.int32),
-            temperature[None],
-            top_k[None],
-            top_p[None],
-        )
-        state = state.replace(
-            cache=cache,
-            tokens=state.tokens.at[slot].set(token[0]),
-            positions=state.positions.at[slot].set(length),
-            keys=state.keys.at[slot].set(key),
-            steps=state.steps.at[slot].set(1),
-            temperature=state.temperature.at[slot].set(temperature),
-            top_k=state.top_k.at[slot].set(top_k),
-            top_p=state.top_p.at[slot].set(top_p),
-        )
-        return state, token[0], logprob[0]
+@functools.partial(jax.jit, static_argnames=("config", "dtype", "max_length"))
+def prefill_fn(
+    params: Any,
+    tokens: jax.Array,  # [1, T]
+    positions: jax.Array,  # [1, T]
+    last: jax.Array,  # index of the prompt's last token
+    *,
+    config: TransformerConfig,
+    dtype: jnp.dtype,
+    max_length: int,
+) -> tuple[kv_cache.Cache, jax.Array]:
+    cache = kv_cache.init_cache(config, batch_size=1, length=max_length, dtype=dtype)
+    out = Transformer(config=config, dtype=dtype).apply(
+        {"params": params}, tokens, positions, cache
+    )
+    # Project only the last position: the full [T, vocab] logits would cost T times
+    # the output projection, and XLA drops `out.logits` when unused.
+    hidden = jax.lax.dynamic_index_in_dim(out.hidden[0], last, keepdims=False)
+    return out.cache, project(params, hidden[None], config)[0]
 
-    def _step_fn(
-        self, params: Any, state: DecodeState
-    ) -> tuple[DecodeState, jax.Array, jax.Array]:
-        out = self.model.apply(
-            {"params": params},
-            state.tokens[:, None],
-            state.positions[:, None],
-            state.cache,
-        )
-        tokens, logprobs = sample(
-            out.logits[:, 0],
-            state.keys,
-            state.steps,
-            state.temperature,
-            state.top_k,
-            state.top_p,
-        )
-        active = state.positions >= 0
-        state = state.replace(
-            cache=out.cache,
-            tokens=tokens,
-            positions=jnp.where(active, state.positions + 1, -1),
-            steps=state.steps + 1,
-        )
-        return state, tokens, logprobs
 
-    def _free_fn(self, state: DecodeState, slot: jax.Array) -> DecodeState:
-        return state.replace(positions=state.positions.at[slot].set(-1))
+def project(params: Any, hidden: jax.Array, config: TransformerConfig) -> jax.Array:
+    """Logits of final hidden states [B, D] -> [B, V], as the model has them."""
+    table = params["embedder"]["input_embedding"]
+    logits = layers.weight_einsum("BD,VD->BV", hidden, table).astype(jnp.float32)
+    return modules.soft_cap(logits, config.final_logit_soft_cap)
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def start_fn(
+    state: DecodeState,
+    row_cache: kv_cache.Cache,
+    logits: jax.Array,  # [V]
+    slot: jax.Array,
+    length: jax.Array,
+    key: jax.Array,  # [2] uint32
+    temperature: jax.Array,
+    top_k: jax.Array,
+    top_p: jax.Array,
+) -> tuple[DecodeState, jax.Array, jax.Array]:
+    """Copies a prefilled row into `slot` and samples its first token."""
+    cache = jax.tree.map(
+        lambda rows, row: jax.lax.dynamic_update_index_in_dim(rows, row[0], slot, 0),
+        state.cache,
+        row_cache,
+    )
+    token, logprob = sample(
+        logits[None],
+        key[None],
+        jnp.zeros((1,), jnp.int32),
+        temperature[None],
+        top_k[None],
+        top_p[None],
+    )
+    state = state.replace(
+        cache=cache,
+        tokens=state.tokens.at[slot].set(token[0]),
+        positions=state.positions.at[slot].set(length),
+        keys=state.keys.at[slot].set(key),
+        steps=state.steps.at[slot].set(1),
+        temperature=state.temperature.at[slot].set(temperature),
+        top_k=state.top_k.at[slot].set(top_k),
+        top_p=state.top_p.at[slot].set(top_p),
+    )
+    return state, token[0], logprob[0]
+
+
+@functools.partial(jax.jit, donate_argnums=(1,), static_argnames=("config", "dtype"))
+def step_fn(
+    params: Any,
+    state: DecodeState,
+    *,
+    config: TransformerConfig,
+    dtype: jnp.dtype,
+) -> tuple[DecodeState, jax.Array, jax.Array]:
+    """One token for every row; free rows (position -1) write nothing."""
+    out = Transformer(config=config, dtype=dtype).apply(
+        {"params": params},
+        state.tokens[:, None],
+        state.positions[:, None],
+        state.cache,
+    )
+    tokens, logprobs = sample(
+        out.logits[:, 0],
+        state.keys,
+        state.steps,
+        state.temperature,
+        state.top_k,
+        state.top_p,
+    )
+    active = state.positions >= 0
+    state = state.replace(
+        cache=out.cache,
+        tokens=tokens,
+        positions=jnp.where(active, state.positions + 1, -1),
+        steps=state.steps + 1,
+    )
+    return state, tokens, logprobs
+
+
+@functools.partial(jax.jit, donate_argnums=(0,))
+def free_fn(state: DecodeState, slot: jax.Array) -> DecodeState:
+    return state.replace(positions=state.positions.at[slot].set(-1))
 
 
 def sample(

@@ -1,0 +1,182 @@
+"""The sampler on the tiny config: cached decoding against the model's own full
+forward passes, seeds, policies, stops, context limits and shape buckets."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from model_service.registry import load_model
+from model_service.sampler import ContextTooLong, Generation, Sampler, prefill_fn
+from model_service.sampling import SamplingParams
+from model_service.transformer import Transformer
+
+MAX_LENGTH = 64
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_model("tiny-random")
+
+
+@pytest.fixture(scope="module")
+def sampler(model) -> Sampler:
+    return Sampler(model.config, model.params, max_batch=2, max_length=MAX_LENGTH)
+
+
+@functools.cache
+def full_forward(config):
+    return jax.jit(Transformer(config=config).apply)
+
+
+def full_forward_greedy(model, prompt: list[int], steps: int) -> tuple[list, list]:
+    """The model's own greedy loop: a full causal pass over everything, every step
+    (no cache), padded to one length so that it compiles once."""
+    forward = full_forward(model.config)
+    ids, logprobs = list(prompt), []
+    for _ in range(steps):
+        tokens = (
+            jnp.zeros((1, MAX_LENGTH), jnp.int32)
+            .at[0, : len(ids)]
+            .set(jnp.asarray(ids))
+        )
+        positions = jnp.where(
+            jnp.arange(MAX_LENGTH) < len(ids), jnp.arange(MAX_LENGTH), -1
+        )
+        logits = forward({"params": model.params}, tokens, positions[None]).logits
+        logits = logits[0, len(ids) - 1]
+        token = int(jnp.argmax(logits))
+        logprobs.append(float(jax.nn.log_softmax(logits)[token]))
+        ids.append(token)
+    return ids[len(prompt) :], logprobs
+
+
+def prompt_of(model, text: str) -> list[int]:
+    return model.tokenizer.encode(text, add_bos=True)
+
+
+def test_it_decodes_greedily_like_the_models_own_loop(model, sampler) -> None:
+    # Longer than the tiny config's sliding window, so the ring buffer wraps.
+    prompt = prompt_of(model, "The quick brown fox jumps over the lazy dog")
+    params = SamplingParams(max_new_tokens=8)
+
+    [answer] = sampler.generate([prompt], params, model.tokenizer)
+    expected, expected_logprobs = full_forward_greedy(model, prompt, 8)
+
+    assert answer.token_ids == expected
+    assert answer.logprobs == pytest.approx(expected_logprobs, abs=1e-4)
+    assert answer.finish_reason == "length"
+
+
+def test_it_decodes_a_batch_of_prompts_of_different_lengths(model, sampler) -> None:
+    prompts = [prompt_of(model, "Hi"), prompt_of(model, "A longer prompt than that")]
+    params = SamplingParams(max_new_tokens=5)
+
+    answers = sampler.generate(prompts, params, model.tokenizer)
+
+    for prompt, answer in zip(prompts, answers, strict=True):
+        assert answer.token_ids == full_forward_greedy(model, prompt, 5)[0]
+
+
+def test_it_streams_the_same_answer_as_the_loop(model, sampler) -> None:
+    prompt = prompt_of(model, "Stream me")
+    params = SamplingParams(temperature=0.8, seed=7, max_new_tokens=6)
+
+    pieces = list(sampler.stream(prompt, params, model.tokenizer))
+    [answer] = sampler.generate([prompt], params, model.tokenizer)
+
+    assert [t for p in pieces for t in p.token_ids] == answer.token_ids
+    assert "".join(p.text for p in pieces) == answer.text
+    assert [p.finish_reason for p in pieces] == [None] * 5 + ["length"]
+
+
+def test_it_reproduces_a_sample_from_its_seed(model, sampler) -> None:
+    prompt = prompt_of(model, "Tell me a story")
+
+    def tokens(seed: int) -> list[int]:
+        params = SamplingParams(
+            temperature=1.0, top_p=0.95, seed=seed, max_new_tokens=8
+        )
+        return sampler.generate([prompt], params, model.tokenizer)[0].token_ids
+
+    assert tokens(1) == tokens(1)
+    assert tokens(1) != tokens(2)
+
+
+def test_it_samples_greedily_with_top_k_one(model, sampler) -> None:
+    prompt = prompt_of(model, "Top k")
+    greedy = SamplingParams(max_new_tokens=6)
+    top1 = SamplingParams(temperature=1.5, top_k=1, seed=3, max_new_tokens=6)
+
+    [a] = sampler.generate([prompt], greedy, model.tokenizer)
+    [b] = sampler.generate([prompt], top1, model.tokenizer)
+
+    assert a.token_ids == b.token_ids
+
+
+def test_it_rejects_a_prompt_longer_than_the_context(model, sampler) -> None:
+    with pytest.raises(ContextTooLong, match="64"):
+        sampler.prefill([model.tokenizer.bos_id] * MAX_LENGTH)
+
+
+def test_it_rejects_token_ids_outside_the_vocabulary(model, sampler) -> None:
+    with pytest.raises(ValueError, match="outside the vocabulary"):
+        sampler.prefill([2, model.config.vocab_size])
+
+
+def test_it_compiles_prefill_once_per_bucket(model, sampler) -> None:
+    sampler.prefill(prompt_of(model, "one two three"))
+    compiled = prefill_fn._cache_size()
+
+    sampler.prefill(prompt_of(model, "one two three four five"))  # same bucket (16)
+    assert prefill_fn._cache_size() == compiled
+
+
+def test_it_ends_at_the_end_of_turn_and_keeps_its_logprob(model) -> None:
+    tokenizer = model.tokenizer
+    generation = Generation(tokenizer, SamplingParams(), 3, MAX_LENGTH)
+    ids = tokenizer.encode("Done.")
+
+    for token in ids:
+        generation.accept(token, -0.5)
+    last = generation.accept(tokenizer.end_of_turn_id, -0.1)
+
+    assert last.finish_reason == "stop"
+    assert generation.text == "Done."
+    assert generation.token_ids == [*ids, tokenizer.end_of_turn_id]
+    assert generation.logprobs[-1] == -0.1
+
+
+def test_it_ends_at_a_stop_string_and_keeps_the_text_before_it(model) -> None:
+    tokenizer = model.tokenizer
+    generation = Generation(tokenizer, SamplingParams(stop=("\nQ:",)), 3, MAX_LENGTH)
+
+    for token in tokenizer.encode("An answer.\nQ: next question"):
+        if generation.accept(token, 0.0).finish_reason:
+            break
+
+    assert generation.finish_reason == "stop"
+    assert generation.text == "An answer."
+
+
+@pytest.mark.parametrize("text", ["I ❤️ 🦙 and 🤖!", "日本語と中文, 𠀋𡈽 rare CJK"])
+def test_it_streams_emoji_and_cjk_as_whole_characters(model, text: str) -> None:
+    tokenizer = model.tokenizer
+    ids = tokenizer.encode(text)
+    # 🦙 and 𠀋 have no piece of their own: they arrive as one token per UTF-8 byte.
+    assert any(tokenizer.piece_bytes(i) == b"\xf0" for i in ids)
+    generation = Generation(tokenizer, SamplingParams(max_new_tokens=len(ids)), 1, 999)
+
+    pieces = [generation.accept(token, 0.0).text for token in ids]
+
+    assert "".join(pieces) == text
+    assert not any("\ufffd" in piece for piece in pieces)
+
+
+def test_it_stops_at_max_new_tokens(model) -> None:
+    generation = Generation(model.tokenizer, SamplingParams(max_new_tokens=2), 3, 99)
+
+    reasons = [generation.accept(t, 0.0).finish_reason for t in (1000, 1001)]
+
+    assert reasons == [None, "length"]
