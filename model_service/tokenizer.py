@@ -5,7 +5,8 @@ the parity tests hold it to (`llama_tokenize` in ggml-org/llama.cpp
 `src/llama-vocab.cpp`):
 
 1. user-defined pieces (runs of newlines, tabs or spaces, a few HTML tags) are cut out
-   of the raw text first, longest piece first, each becoming its own id;
+   of the raw text first, longest piece first, each becoming its own id (except
+   `</s>`, see `_LLAMACPP_END_MARKERS`);
 2. every text fragment between them goes through SentencePiece BPE with Gemma's
    identity normalizer: a space becomes `▁` and nothing else changes (no NFKC, no dummy
    prefix, no whitespace collapsing); pairs merge by score, and a character without a
@@ -43,6 +44,11 @@ _PIECE_TYPE_FROM_GGUF = {
     int(gguf.TokenType.BYTE): _Piece.BYTE,
 }
 _SILENT_PIECE_TYPES = (_Piece.CONTROL, _Piece.UNKNOWN)
+# llama.cpp makes every piece spelled like an end-of-generation marker a control piece
+# (`special_eog_ids` in llama-vocab.cpp, by spelling, whatever the model), so it never
+# cuts them out of text. In Gemma's vocabulary that hits one user-defined HTML tag,
+# `</s>` (strike-through's end): typed, it is read as `</`, `s`, `>`.
+_LLAMACPP_END_MARKERS = frozenset({"</s>"})
 
 
 class Tokenizer:
@@ -329,6 +335,7 @@ def _prepared_proto(model_proto: spm_pb2.ModelProto) -> spm_pb2.ModelProto:
       makes the same change).
     - User-defined pieces are spelled with spaces, not `▁`: they are matched on the raw
       text before SentencePiece sees it, as llama.cpp does (GGUF spells them so).
+    - `</s>` becomes a normal piece (see `_LLAMACPP_END_MARKERS`).
     - The unknown piece decodes to "" like the control pieces.
     """
     normalizer = model_proto.normalizer_spec
@@ -348,6 +355,9 @@ def _prepared_proto(model_proto: spm_pb2.ModelProto) -> spm_pb2.ModelProto:
             continue
         if piece.piece in (START_OF_TURN, END_OF_TURN):
             piece.type = _Piece.CONTROL
+        elif piece.piece in _LLAMACPP_END_MARKERS:
+            # Plain to SentencePiece, as to llama.cpp's merges: it stays text.
+            piece.type = _Piece.NORMAL
         else:
             piece.piece = piece.piece.replace(SPACE_SYMBOL, " ")
     proto.trainer_spec.unk_surface = ""

@@ -231,6 +231,17 @@ def test_it_never_makes_a_control_token_from_text(gemma3: Tokenizer) -> None:
 
 
 @pytest.mark.real_weights
+def test_it_reads_a_typed_end_of_strikethrough_as_characters_like_llamacpp(
+    gemma3: Tokenizer,
+) -> None:
+    # llama.cpp takes `</s>` (a user-defined piece, 212) for an end marker and never
+    # cuts it out of text; `<s>` stays a whole piece.
+    ids = gemma3.encode("<s>gone</s>")
+    assert [gemma3.id_to_piece(i) for i in ids] == ["<s>", "gone", "</", "s", ">"]
+    assert gemma3.piece_bytes(212) == b"</s>"
+
+
+@pytest.mark.real_weights
 def test_it_adds_bos_only_when_asked(gemma3: Tokenizer) -> None:
     assert gemma3.encode("Hi", add_bos=True) == [gemma3.bos_id, *gemma3.encode("Hi")]
     assert gemma3.bos_id not in gemma3.encode("<bos>Hi")
