@@ -226,8 +226,6 @@ def model_proto_from_gguf_metadata(metadata: dict[str, Any]) -> spm_pb2.ModelPro
             raise ValueError(f"{name} id {token_id} is outside the vocabulary")
         setattr(trainer, f"{name}_id", token_id)
         setattr(trainer, f"{name}_piece", tokens[token_id])
-    if "pad" not in special:
-        trainer.pad_id = -1
     normalizer = proto.normalizer_spec
     normalizer.name = "identity"
     normalizer.add_dummy_prefix = False
