@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
@@ -85,9 +86,13 @@ def abstract_params(config: TransformerConfig) -> dict:
 
 def init_params(config: TransformerConfig, seed: int = 0) -> dict:
     """Random float32 parameters (the initializers of the official implementation)."""
+    return _init(config, jax.random.key(seed))
+
+
+@functools.partial(jax.jit, static_argnames="config")
+def _init(config: TransformerConfig, key: jax.Array) -> dict:
     tokens = jnp.zeros((1, 1), jnp.int32)
-    init = jax.jit(Transformer(config=config).init)
-    return init(jax.random.key(seed), tokens, tokens)["params"]
+    return Transformer(config=config).init(key, tokens, tokens)["params"]
 
 
 def parameter_counts(config: TransformerConfig) -> tuple[int, int]:
