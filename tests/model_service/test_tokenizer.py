@@ -184,7 +184,7 @@ def test_it_decodes_the_parity_corpus_to_the_same_text(gemma3: Tokenizer) -> Non
 
 
 @pytest.mark.real_weights
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300, deadline=None, database=None)
 @given(text=unicode_text)
 def test_it_decodes_random_unicode_to_the_same_text(
     gemma3: Tokenizer, text: str
@@ -322,7 +322,7 @@ def test_it_matches_user_defined_pieces_on_the_raw_text(tiny: Tokenizer) -> None
     assert tiny.piece_bytes(ids[1]) == b"  "
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, database=None)
 @given(text=unicode_text)
 def test_it_decodes_random_unicode_with_a_small_vocabulary(
     tiny: Tokenizer, text: str
