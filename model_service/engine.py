@@ -74,6 +74,12 @@ class Engine:
         self.slots: dict[str, int] = {}
         self.generations: dict[str, Generation] = {}
 
+    def warm_up(self) -> None:
+        """Compiles prefill (smallest bucket), start and step before any request."""
+        self.add("warm-up", [self.tokenizer.bos_id], SamplingParams(max_new_tokens=2))
+        while self.active:
+            self.step()
+
     @property
     def active(self) -> list[str]:
         return list(self.slots)

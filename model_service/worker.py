@@ -270,6 +270,7 @@ def main(argv: list[str] | None = None) -> None:
             max_length=args.max_length,
             quantize=args.quantize,
         )
+        engines[name].warm_up()
     worker = Worker(
         args.redis_url, engines, max_queue=args.max_queue, worker_id=args.worker_id
     )
