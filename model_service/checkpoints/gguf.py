@@ -13,6 +13,10 @@ Layout notes (checked by logit parity, see tests/data/parity/):
 
 from __future__ import annotations
 
+import dataclasses
+import math
+import mmap
+import struct
 from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import Any
@@ -39,38 +43,154 @@ def load(path: str | PathLike[str]) -> tuple[TransformerConfig, dict[str, Any]]:
     Raises:
         CheckpointError: another architecture, a missing field or tensor, a wrong shape.
     """
-    reader = gguf.GGUFReader(path)
-    metadata = {
-        key: field.contents()
-        for key, field in reader.fields.items()
-        if not key.startswith("tokenizer.")
-    }
-    # The parsed fields hold the 262,144-piece vocabulary as ~0.6 GB of small arrays;
-    # the tokenizer reads it on its own, so drop it before the weights come in.
-    reader.fields.clear()
-    tensors = {tensor.name: tensor for tensor in reader.tensors}
+    metadata, tensors = read_header(path)
     config = config_from_metadata(metadata, vocab_size=_vocab_size(tensors))
-    params = params_from_tensors(_LazyTensors(tensors, _dequantize), config)
-    return config, params
+    data = np.memmap(path, dtype=np.uint8, mode="r")
+    lazy = _LazyTensors(tensors, lambda info: _dequantize(info, data))
+    return config, params_from_tensors(lazy, config)
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """Where a tensor lies in a GGUF file.
+
+    Attributes:
+        shape: GGUF order, fastest axis first (`[d_model, vocab]` for the embedding).
+        qtype: the ggml type (F32, Q8_0, Q4_K, ...).
+        offset: of its first byte in the file.
+    """
+
+    shape: tuple[int, ...]
+    qtype: gguf.GGMLQuantizationType
+    offset: int
+
+    def array(self, data: np.ndarray) -> np.ndarray:
+        """The tensor's bytes in `data` (the whole file) laid out as `gguf` expects:
+        float arrays in numpy order, or rows of quantized blocks as uint8."""
+        block_size, type_size = gguf.GGML_QUANT_SIZES[self.qtype]
+        shape = tuple(reversed(self.shape))
+        nbytes = math.prod(shape) * type_size // block_size
+        raw = data[self.offset : self.offset + nbytes]
+        if self.qtype in _FLOAT_TYPES:
+            return raw.view(_FLOAT_TYPES[self.qtype]).reshape(shape)
+        return raw.reshape(gguf.quant_shape_to_byte_shape(shape, self.qtype))
+
+
+_FLOAT_TYPES = {
+    gguf.GGMLQuantizationType.F32: np.float32,
+    gguf.GGMLQuantizationType.F16: np.float16,
+}
+
+
+def read_header(
+    path: str | PathLike[str],
+) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
+    """Reads a GGUF header sequentially: metadata and where each tensor lies.
+
+    `gguf.GGUFReader` maps each of the 262,144 vocabulary strings separately (half a
+    minute and 0.6 GB); here array values (the vocabulary) are skipped, since the
+    tokenizer reads them on its own.
+
+    Returns:
+        (metadata with its scalar and string values, tensor name -> TensorInfo).
+    """
+    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        return _HeaderReader(m, str(path)).read()
+
+
+class _HeaderReader:
+    """Sequential reader of a GGUF header (format: ggml-org/ggml docs/gguf.md)."""
+
+    _SCALARS = {
+        gguf.GGUFValueType.UINT8: "<B",
+        gguf.GGUFValueType.INT8: "<b",
+        gguf.GGUFValueType.UINT16: "<H",
+        gguf.GGUFValueType.INT16: "<h",
+        gguf.GGUFValueType.UINT32: "<I",
+        gguf.GGUFValueType.INT32: "<i",
+        gguf.GGUFValueType.FLOAT32: "<f",
+        gguf.GGUFValueType.BOOL: "<?",
+        gguf.GGUFValueType.UINT64: "<Q",
+        gguf.GGUFValueType.INT64: "<q",
+        gguf.GGUFValueType.FLOAT64: "<d",
+    }
+
+    def __init__(self, data: mmap.mmap, name: str) -> None:
+        self.data = data
+        self.name = name
+        self.offset = 0
+
+    def read(self) -> tuple[dict[str, Any], dict[str, TensorInfo]]:
+        if self._unpack("<I") != gguf.GGUF_MAGIC:
+            raise CheckpointError(f"{self.name} is not a GGUF file")
+        version = self._unpack("<I")
+        if version < 2:
+            raise CheckpointError(f"{self.name}: GGUF version {version} is too old")
+        tensor_count, field_count = self._unpack("<Q"), self._unpack("<Q")
+        metadata = {}
+        for _ in range(field_count):
+            key = self._string()
+            value_type = gguf.GGUFValueType(self._unpack("<I"))
+            if value_type == gguf.GGUFValueType.ARRAY:
+                self._skip_array()
+            else:
+                metadata[key] = self._value(value_type)
+        infos = []
+        for _ in range(tensor_count):
+            name = self._string()
+            shape = tuple(self._unpack("<Q") for _ in range(self._unpack("<I")))
+            qtype = gguf.GGMLQuantizationType(self._unpack("<I"))
+            infos.append((name, shape, qtype, self._unpack("<Q")))
+        alignment = int(metadata.get("general.alignment", gguf.GGUF_DEFAULT_ALIGNMENT))
+        start = -(-self.offset // alignment) * alignment  # round up
+        return metadata, {
+            name: TensorInfo(shape, qtype, start + offset)
+            for name, shape, qtype, offset in infos
+        }
+
+    def _value(self, value_type: gguf.GGUFValueType) -> Any:
+        if value_type == gguf.GGUFValueType.STRING:
+            return self._string()
+        return self._unpack(self._SCALARS[value_type])
+
+    def _skip_array(self) -> None:
+        item_type = gguf.GGUFValueType(self._unpack("<I"))
+        count = self._unpack("<Q")
+        if item_type == gguf.GGUFValueType.STRING:
+            unpack_length = struct.Struct("<Q").unpack_from
+            for _ in range(count):
+                self.offset += 8 + unpack_length(self.data, self.offset)[0]
+        elif item_type == gguf.GGUFValueType.ARRAY:
+            for _ in range(count):
+                self._skip_array()
+        else:
+            self.offset += count * struct.calcsize(self._SCALARS[item_type])
+
+    def _string(self) -> str:
+        length = self._unpack("<Q")
+        text = self.data[self.offset : self.offset + length].decode("utf-8")
+        self.offset += length
+        return text
+
+    def _unpack(self, fmt: str) -> Any:
+        (value,) = struct.unpack_from(fmt, self.data, self.offset)
+        self.offset += struct.calcsize(fmt)
+        return value
 
 
 _ROWS_PER_CHUNK = 8192
 
 
-def _dequantize(tensor: Any) -> np.ndarray:
+def _dequantize(info: TensorInfo, data: np.ndarray) -> np.ndarray:
     """Dequantizes in chunks of rows: the `gguf` package makes several temporary copies
     of what it dequantizes, which for the whole embedding would be gigabytes."""
-    data = tensor.data
-    if data.ndim < 2 or data.shape[0] <= _ROWS_PER_CHUNK:
-        return gguf.quants.dequantize(data, tensor.tensor_type)
-    first = gguf.quants.dequantize(data[:_ROWS_PER_CHUNK], tensor.tensor_type)
-    out = np.empty((data.shape[0], *first.shape[1:]), np.float32)
-    out[:_ROWS_PER_CHUNK] = first
-    for start in range(_ROWS_PER_CHUNK, data.shape[0], _ROWS_PER_CHUNK):
-        chunk = data[start : start + _ROWS_PER_CHUNK]
-        out[start : start + len(chunk)] = gguf.quants.dequantize(
-            chunk, tensor.tensor_type
-        )
+    raw = info.array(data)
+    if raw.ndim < 2 or raw.shape[0] <= _ROWS_PER_CHUNK:
+        return gguf.quants.dequantize(raw, info.qtype)
+    out = np.empty(tuple(reversed(info.shape)), np.float32)
+    for start in range(0, raw.shape[0], _ROWS_PER_CHUNK):
+        chunk = raw[start : start + _ROWS_PER_CHUNK]
+        out[start : start + len(chunk)] = gguf.quants.dequantize(chunk, info.qtype)
     return out
 
 
@@ -221,18 +341,22 @@ def _same(w: np.ndarray) -> np.ndarray:
 
 
 class _LazyTensors(Mapping[str, np.ndarray]):
-    """GGUF tensors by name, dequantized only when read."""
+    """GGUF tensors by name, dequantized only when read (each is read once)."""
 
     def __init__(
-        self, tensors: Mapping[str, Any], read: Callable[[Any], np.ndarray]
+        self,
+        tensors: Mapping[str, TensorInfo],
+        read: Callable[[TensorInfo], np.ndarray],
     ) -> None:
         self._tensors = tensors
         self._read = read
 
     def __getitem__(self, name: str) -> np.ndarray:
-        if name not in self._tensors:
-            raise KeyError(name)
         return self._read(self._tensors[name])
+
+    def __contains__(self, name: object) -> bool:
+        # Mapping's default would read (dequantize) the tensor to answer.
+        return name in self._tensors
 
     def __iter__(self):
         return iter(self._tensors)
