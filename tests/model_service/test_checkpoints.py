@@ -316,3 +316,62 @@ def test_it_names_a_missing_gguf_tensor():
     del tensors["blk.3.ffn_down.weight"]
     with pytest.raises(CheckpointError, match=r"blk\.3\.ffn_down\.weight"):
         gguf.params_from_tensors(tensors, SMALL)
+
+
+def write_gguf(path, params, config):
+    """A Gemma 3 GGUF file as llama.cpp writes one, the embedding quantized to Q8_0."""
+    import gguf as gguf_package
+
+    writer = gguf_package.GGUFWriter(path, "gemma3")
+    writer.add_uint32("gemma3.embedding_length", config.embed_dim)
+    writer.add_uint32("gemma3.block_count", config.num_layers)
+    writer.add_uint32("gemma3.feed_forward_length", config.hidden_dim)
+    writer.add_uint32("gemma3.attention.head_count", config.num_heads)
+    writer.add_uint32("gemma3.attention.head_count_kv", config.num_kv_heads)
+    writer.add_uint32("gemma3.attention.key_length", config.head_dim)
+    writer.add_uint32("gemma3.context_length", config.max_seq_len)
+    writer.add_uint32("gemma3.attention.sliding_window", config.sliding_window)
+    writer.add_float32("gemma3.rope.freq_base", config.global_rope_base)
+    writer.add_float32("gemma3.attention.layer_norm_rms_epsilon", 1e-6)
+    # A vocabulary the loader must skip over.
+    writer.add_array("tokenizer.ggml.tokens", ["<pad>", "▁a", "ü"] * 50)
+    writer.add_array("tokenizer.ggml.scores", [0.5] * 150)
+    q8 = gguf_package.GGMLQuantizationType.Q8_0
+    for name, value in gguf_tensors(params, config).items():
+        if name == "token_embd.weight":
+            writer.add_tensor(
+                name, gguf_package.quants.quantize(value, q8), raw_dtype=q8
+            )
+        else:
+            writer.add_tensor(name, value)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def test_it_loads_a_gguf_file_dequantizing_its_tensors(tmp_path):
+    import gguf as gguf_package
+
+    params = random_params(SMALL)
+    write_gguf(tmp_path / "tiny.gguf", params, SMALL)
+    config, loaded = gguf.load(tmp_path / "tiny.gguf")
+    # GGUF keeps no layer pattern: Gemma 3's 5 local to 1 global is implied.
+    assert config == dataclasses.replace(
+        SMALL,
+        attention_pattern=get_config("gemma3-270m").attention_pattern,
+        query_pre_attn_scalar=SMALL.head_dim,
+    )
+    q8 = gguf_package.GGMLQuantizationType.Q8_0
+    embedding = params["embedder"]["input_embedding"]
+    expected = gguf_package.quants.dequantize(
+        gguf_package.quants.quantize(embedding, q8), q8
+    )
+    np.testing.assert_array_equal(loaded["embedder"]["input_embedding"], expected)
+    assert not np.array_equal(expected, embedding)  # it really was quantized
+    np.testing.assert_allclose(
+        loaded["layer_3"]["mlp"]["linear"], params["layer_3"]["mlp"]["linear"]
+    )
+    np.testing.assert_allclose(
+        loaded["final_norm"]["scale"], params["final_norm"]["scale"], atol=1e-6
+    )
