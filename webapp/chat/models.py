@@ -9,6 +9,7 @@ from the root to that leaf.
 from __future__ import annotations
 
 from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
@@ -23,9 +24,15 @@ class Conversation(models.Model):
     )
     title = models.CharField(max_length=200, default="New conversation")
     model_name = models.CharField(max_length=200)
-    temperature = models.FloatField(default=0.7)
-    top_p = models.FloatField(default=0.95)
-    max_new_tokens = models.PositiveIntegerField(default=256)
+    temperature = models.FloatField(
+        default=0.7, validators=[MinValueValidator(0.0), MaxValueValidator(2.0)]
+    )
+    top_p = models.FloatField(
+        default=0.95, validators=[MinValueValidator(0.01), MaxValueValidator(1.0)]
+    )
+    max_new_tokens = models.PositiveIntegerField(
+        default=256, validators=[MinValueValidator(1), MaxValueValidator(4096)]
+    )
     current_leaf = models.ForeignKey(
         "Message", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
