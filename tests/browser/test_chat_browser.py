@@ -168,6 +168,7 @@ XSS = (
     "<script>window.pwned = 'script'</script>\n\n"
     "<img src=x onerror=\"window.pwned = 'img'\">\n\n"
     "[link](javascript:window.pwned='link')\n\n"
+    "```python\nprint('code')\n```\n\n"
 )
 
 
@@ -220,6 +221,8 @@ def test_model_output_with_html_runs_nothing(logged_in_page: Page, user, screens
     expect(page.locator(f"{ANSWER}.complete .answer-text")).to_contain_text("<script>")
     screenshot("saved")
 
+    # Code blocks of saved answers get a copy button.
+    expect(page.locator(f"{ANSWER} .markdown pre button.copy")).to_have_count(2)
     assert page.evaluate("window.pwned") is None
     assert page.locator("#messages script, #messages img").count() == 0
     assert page.locator('#messages a[href^="javascript"]').count() == 0
