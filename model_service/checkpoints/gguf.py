@@ -270,44 +270,40 @@ def params_from_tensors(
     """
     used: set[str] = set()
 
-    def take(name: str, rewrite: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    def take(name: str) -> np.ndarray:
         if name not in tensors:
             raise CheckpointError(f"missing tensor {name}")
         used.add(name)
-        return rewrite(np.asarray(tensors[name], np.float32))
+        return np.asarray(tensors[name], np.float32)
 
     def norm(name: str) -> np.ndarray:
-        return take(name, lambda w: w - 1.0)
+        return take(name) - 1.0
 
-    n, k, h = config.num_heads, config.num_kv_heads, config.head_dim
-    d = config.embed_dim
+    n, k, h, d = (
+        config.num_heads,
+        config.num_kv_heads,
+        config.head_dim,
+        config.embed_dim,
+    )
 
-    def heads(count: int) -> Callable[[np.ndarray], np.ndarray]:
+    def heads(name: str, count: int) -> np.ndarray:
         # [count * H, D] -> [count, D, H]
-        return lambda w: w.reshape(count, h, d).transpose(0, 2, 1)
+        return take(name).reshape(count, h, d).transpose(0, 2, 1)
 
     params: dict[str, Any] = {
-        "embedder": to_device({"input_embedding": take("token_embd.weight", _same)})
+        "embedder": to_device({"input_embedding": take("token_embd.weight")})
     }
     for i in range(config.num_layers):
         blk = f"blk.{i}."
-        q = take(blk + "attn_q.weight", heads(n))
-        kv = np.stack(
-            [
-                take(blk + "attn_k.weight", heads(k)),
-                take(blk + "attn_v.weight", heads(k)),
-            ]
-        )
+        kv = [heads(blk + f"attn_{x}.weight", k) for x in "kv"]
         layer = {
             "pre_attention_norm": {"scale": norm(blk + "attn_norm.weight")},
             "attn": {
-                "q_einsum": {"w": q},
-                "kv_einsum": {"w": kv},
+                "q_einsum": {"w": heads(blk + "attn_q.weight", n)},
+                "kv_einsum": {"w": np.stack(kv)},
                 # [D, N * H] -> [N, H, D]
                 "attn_vec_einsum": {
-                    "w": take(
-                        blk + "attn_output.weight", lambda w: w.T.reshape(n, h, d)
-                    )
+                    "w": take(blk + "attn_output.weight").T.reshape(n, h, d)
                 },
                 "_query_norm": {"scale": norm(blk + "attn_q_norm.weight")},
                 "_key_norm": {"scale": norm(blk + "attn_k_norm.weight")},
@@ -317,12 +313,9 @@ def params_from_tensors(
             "mlp": {
                 # gate and up are [F, D] already; down is [D, F].
                 "gating_einsum": np.stack(
-                    [
-                        take(blk + "ffn_gate.weight", _same),
-                        take(blk + "ffn_up.weight", _same),
-                    ]
+                    [take(blk + f"ffn_{x}.weight") for x in ("gate", "up")]
                 ),
-                "linear": take(blk + "ffn_down.weight", lambda w: w.T),
+                "linear": take(blk + "ffn_down.weight").T,
             },
             "post_ffw_norm": {"scale": norm(blk + "post_ffw_norm.weight")},
         }
@@ -334,10 +327,6 @@ def params_from_tensors(
         raise CheckpointError(f"unexpected tensor(s): {', '.join(unused)}")
     check_tree(params, config)
     return params
-
-
-def _same(w: np.ndarray) -> np.ndarray:
-    return w
 
 
 class _LazyTensors(Mapping[str, np.ndarray]):
