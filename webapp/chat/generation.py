@@ -8,11 +8,12 @@ can merge the two without a gap, which is what lets a reloaded page continue an 
 
 from __future__ import annotations
 
+import asyncio
 import functools
+import threading
 import time
 from typing import Any
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
@@ -45,8 +46,22 @@ def utf16_length(text: str) -> int:
     return len(text.encode("utf-16-le")) // 2
 
 
+@functools.cache
+def channel_layer_loop() -> asyncio.AbstractEventLoop:
+    """One event loop per process for the channel layer, on its own thread.
+
+    `async_to_sync` would build a loop, and with it a new Redis connection pool, for
+    every update: tens of milliseconds each. On one long-lived loop the pool stays.
+    """
+    loop = asyncio.new_event_loop()
+    threading.Thread(target=loop.run_forever, name="channel-layer", daemon=True).start()
+    return loop
+
+
 def send_to_group(answer_id: int, event: dict[str, Any]) -> None:
-    async_to_sync(get_channel_layer().group_send)(answer_group(answer_id), event)
+    """Sends and waits, so that updates arrive in the order they were saved."""
+    send = get_channel_layer().group_send(answer_group(answer_id), event)
+    asyncio.run_coroutine_threadsafe(send, channel_layer_loop()).result()
 
 
 def claim(answer_id: int) -> Message | None:

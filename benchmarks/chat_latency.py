@@ -1,0 +1,177 @@
+"""Chat latency: from "send" to the first token painted in a real browser.
+
+    .venv/bin/python benchmarks/chat_latency.py [--model gemma3-270m] [--messages 20]
+
+Starts the whole system on its own (a private Redis, a fresh SQLite database, Daphne,
+one generation worker, one Celery worker: `webapp.launcher`, as `make run` does) and
+Debian's Chromium. For each message, in a fresh conversation so that every prompt is
+the same, the page records `performance.now()` when "Send" is clicked and at the first
+animation frame after the answer's first text appears. The engine's own prefill time
+for the same prompt (prefill plus the first sampled token, `Engine.add`, measured in
+this process on the same model once warm) is the part no chat layer can remove; what
+is left is the chat's overhead: Celery, the database, Redis, the channel layer, the
+WebSocket and the page. The last line reads
+`first_token_ms=X prefill_ms=Y overhead_ms=Z` (medians; the goal is Z <= 20).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from webapp.launcher import Launcher, socket_url, start_redis, stop  # noqa: E402
+
+PROMPT = "Write one sentence about the sea."
+CHROMIUM = "/usr/bin/chromium"
+READY_TIMEOUT_S = 300
+
+# Resolves with the time from the click to the frame after the first text appears.
+MEASURE_SEND = """async (text) => {
+  const messages = document.getElementById('messages');
+  const painted = new Promise((resolve) => {
+    const observer = new MutationObserver(() => {
+      const el = messages.querySelector('article.model .answer-text');
+      if (el && el.textContent.length > 0) {
+        observer.disconnect();
+        requestAnimationFrame(() => resolve(performance.now()));
+      }
+    });
+    observer.observe(messages, {subtree: true, childList: true, characterData: true});
+  });
+  document.getElementById('composer-text').value = text;
+  const start = performance.now();
+  document.getElementById('send').click();
+  return (await painted) - start;
+}"""
+
+
+def start_system(workdir: Path, model: str, port: int) -> tuple[Launcher, object]:
+    redis_process = start_redis(workdir / "redis.sock")
+    os.environ["REDIS_URL"] = socket_url(workdir / "redis.sock")
+    os.environ["DATABASE_URL"] = f"sqlite:///{workdir / 'db.sqlite3'}"
+    launcher = Launcher(port=port, model=model)
+    launcher.start()
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while not launcher.healthy():
+        if launcher.exited() or time.monotonic() > deadline:
+            launcher.stop_all()
+            stop(redis_process)
+            raise SystemExit("the system did not become healthy")
+        time.sleep(1)
+    return launcher, redis_process
+
+
+def new_conversation_urls(model: str, count: int) -> tuple[str, list[str]]:
+    """A user with `count` empty conversations; returns (session cookie, paths)."""
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
+    django.setup()
+    from django.contrib.auth.models import User
+    from django.test import Client
+
+    from webapp.chat.models import Conversation
+
+    user = User.objects.create_user("bench", password="bench-password")
+    client = Client()
+    client.force_login(user)
+    paths = []
+    for _ in range(count):
+        conversation = Conversation.objects.create(
+            owner=user, model_name=model, temperature=0.0, max_new_tokens=8
+        )
+        paths.append(f"/chat/{conversation.pk}/")
+    return client.cookies["sessionid"].value, paths
+
+
+def browser_first_token_ms(base_url: str, cookie: str, paths: list[str]) -> list[float]:
+    from playwright.sync_api import sync_playwright
+
+    times = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--headless", "--no-sandbox", "--disable-gpu",
+                  "--disable-background-networking"],
+        )  # fmt: skip
+        context = browser.new_context(base_url=base_url)
+        context.add_cookies([{"name": "sessionid", "value": cookie, "url": base_url}])
+        page = context.new_page()
+        for path in paths:
+            page.goto(path)
+            page.wait_for_selector("body[data-connected]")
+            times.append(page.evaluate(MEASURE_SEND, PROMPT))
+            page.wait_for_selector("article.model.streaming", state="detached")
+        browser.close()
+    return times
+
+
+def engine_prefill_ms(model: str, repeats: int) -> list[float]:
+    """`Engine.add` (prefill and first token) for the chat prompt, once warm."""
+    from model_service.chat_format import format_conversation
+    from model_service.engine import Engine
+    from model_service.registry import load_model
+    from model_service.sampling import SamplingParams
+
+    engine = Engine(load_model(model), max_batch=8)
+    prompt = format_conversation(
+        engine.tokenizer, [{"role": "user", "content": PROMPT}]
+    )
+    params = SamplingParams(max_new_tokens=8)
+    times = []
+    for index in range(repeats + 1):  # the first call compiles
+        start = time.perf_counter()
+        engine.add(f"r{index}", prompt, params)
+        times.append((time.perf_counter() - start) * 1000)
+        engine.drop(f"r{index}")
+    return times[1:]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--model", default="gemma3-270m")
+    parser.add_argument("--messages", type=int, default=20)
+    parser.add_argument("--port", type=int, default=8765)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="chat-latency-") as workdir:
+        launcher, redis_process = start_system(Path(workdir), args.model, args.port)
+        try:
+            cookie, paths = new_conversation_urls(args.model, args.messages + 1)
+            # The first message warms every part up; it is not counted.
+            first_token = browser_first_token_ms(
+                f"http://127.0.0.1:{args.port}", cookie, paths
+            )[1:]
+        finally:
+            launcher.stop_all()
+            stop(redis_process)
+    prefill = engine_prefill_ms(args.model, args.messages)
+
+    first_token_ms = statistics.median(first_token)
+    prefill_ms = statistics.median(prefill)
+    print(f"model {args.model}, {args.messages} messages, prompt {PROMPT!r}")
+    print(f"{'':24} {'median':>8} {'min':>8} {'max':>8}")
+    for name, values in (
+        ("send -> first paint", first_token),
+        ("engine prefill", prefill),
+    ):
+        print(
+            f"{name:24} {statistics.median(values):8.1f} "
+            f"{min(values):8.1f} {max(values):8.1f}  ms"
+        )
+    print(
+        f"first_token_ms={first_token_ms:.1f} prefill_ms={prefill_ms:.1f} "
+        f"overhead_ms={first_token_ms - prefill_ms:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
