@@ -17,7 +17,9 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
+from webapp.chat.generation import cancel_request
 from webapp.chat.models import Conversation, Message
+from webapp.chat.tasks import generate_answer
 
 # An answer that no Celery worker claimed within this time is failed: the user must see
 # an error, never an endless spinner.
@@ -109,8 +111,6 @@ def _new_answer(conversation: Conversation, parent: Message) -> Message:
 
 
 def _enqueue(answer_id: int) -> None:
-    from webapp.chat.tasks import generate_answer
-
     generate_answer.delay(answer_id)
 
 
@@ -173,8 +173,6 @@ def request_stop(answer: Message) -> None:
     The flag covers a stop that arrives before the task has a request id: the task
     checks it right after it stores the id.
     """
-    from webapp.chat.generation import cancel_request
-
     Message.objects.filter(pk=answer.pk, status=Message.Status.STREAMING).update(
         stop_requested=True
     )
