@@ -6,6 +6,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from model_service.quantize import QuantizedWeight
+
 
 def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
     """Multiplies activations by a weight: every weight matmul of the model is here.
@@ -21,7 +23,23 @@ def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
     Returns:
         The einsum of `x` and `weight`.
     """
+    if isinstance(weight, QuantizedWeight):
+        # Contract with the int8 values, then scale each output channel: the scale is
+        # constant over the contracted axes, so it can wait until after the sum.
+        operands, out = equation.split("->")
+        weight_axes = operands.split(",")[1]
+        kept = "".join(a for i, a in enumerate(weight_axes) if i not in weight.axes)
+        y = jnp.einsum(equation, x, weight.values.astype(x.dtype))
+        scale = jnp.squeeze(weight.scale, weight.axes).astype(x.dtype)
+        return jnp.einsum(f"{out},{kept}->{out}", y, scale)
     return jnp.einsum(equation, x, weight.astype(x.dtype))
+
+
+def embedding_lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
+    """Rows of an embedding table [V, D] for tokens [...] -> [..., D] (float32)."""
+    if isinstance(table, QuantizedWeight):
+        return table.values[tokens].astype(jnp.float32) * table.scale[tokens]
+    return table[tokens]
 
 
 class Einsum(nn.Module):

@@ -60,7 +60,7 @@ class Embedder(nn.Module):
 
     def encode(self, tokens: jax.Array, dtype: jnp.dtype) -> jax.Array:
         """Embeds tokens [B, T] -> [B, T, D], scaled by sqrt(D) in `dtype`."""
-        x = self.input_embedding[tokens].astype(dtype)
+        x = layers.embedding_lookup(self.input_embedding, tokens).astype(dtype)
         return x * jnp.sqrt(self.embed_dim).astype(dtype)
 
     def decode(self, x: jax.Array) -> jax.Array:

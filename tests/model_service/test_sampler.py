@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
+from model_service.quantize import quantize_params
 from model_service.registry import load_model
 from model_service.sampler import ContextTooLong, Generation, Sampler, prefill_fn
 from model_service.sampling import SamplingParams
@@ -180,3 +181,23 @@ def test_it_stops_at_max_new_tokens(model) -> None:
     reasons = [generation.accept(t, 0.0).finish_reason for t in (1000, 1001)]
 
     assert reasons == [None, "length"]
+
+
+def test_it_runs_int8_weights_close_to_the_float_model(model) -> None:
+    quantized = quantize_params(model.params)
+    linear = quantized["layer_0"]["mlp"]["linear"]
+    transformer = Transformer(config=model.config)
+    tokens = jnp.asarray([prompt_of(model, "The quick brown fox jumps")])
+    positions = jnp.arange(tokens.shape[1])[None]
+
+    exact = transformer.apply({"params": model.params}, tokens, positions).logits
+    approx = transformer.apply({"params": quantized}, tokens, positions).logits
+
+    assert linear.values.dtype == jnp.int8
+    error = jnp.abs(linear.dequantize() - model.params["layer_0"]["mlp"]["linear"])
+    assert bool(jnp.all(error <= linear.scale / 2 + 1e-7))  # half a step per channel
+    assert float(jnp.abs(exact - approx).max()) < 0.1 * float(exact.std())
+    sampler = Sampler(model.config, quantized, max_batch=1, max_length=MAX_LENGTH)
+    params = SamplingParams(max_new_tokens=4)
+    [answer] = sampler.generate([prompt_of(model, "Hi")], params, model.tokenizer)
+    assert len(answer.token_ids) == 4
