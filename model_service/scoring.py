@@ -49,7 +49,8 @@ class Score:
             "token_ids": self.token_ids,
             "top1": self.top1,
             "logprobs": self.logprobs,
-            "perplexity": self.perplexity,
+            # JSON has no NaN: a single token has no perplexity.
+            "perplexity": self.perplexity if self.logprobs else None,
         }
 
 
