@@ -1,0 +1,47 @@
+"""The layering rule of the design: `model_service/` and `training/` never import Django,
+so they run on accelerator hosts and in scripts without the web app."""
+
+import pkgutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _modules_of(package: str) -> list[str]:
+    found = [package]
+    for info in pkgutil.walk_packages([str(ROOT / package)], prefix=f"{package}."):
+        if not info.name.endswith("__main__"):
+            found.append(info.name)
+    return found
+
+
+def _imports_django(modules: list[str]) -> bool:
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}: importlib.import_module(name)\n"
+        "print('django' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.strip().splitlines()[-1] == "True"
+
+
+def test_model_service_never_imports_django():
+    modules = _modules_of("model_service")
+    assert len(modules) > 5
+    assert not _imports_django(modules)
+
+
+def test_training_never_imports_django():
+    assert not _imports_django(_modules_of("training"))
+
+
+def test_the_check_sees_a_django_import():
+    assert _imports_django(["webapp.settings"])
