@@ -1,0 +1,84 @@
+"""Our Gemma 3 270M against two independent implementations reading the same GGUF.
+
+The references in `tests/data/parity/` come from llama.cpp (`llama-cpp-python`) and
+Hugging Face transformers (CPU torch, the GGUF dequantized to float32). They are written
+by `tools/parity/make_references.py` in its own environment, `.venv-parity`; its
+docstring says how to build that environment. To regenerate them after changing
+`corpus.json` (or `tokenizer_cases.json`):
+
+    .venv-parity/bin/python tools/parity/make_references.py
+
+`.venv/bin/python -m tools.parity.compare` prints the figures these tests assert.
+
+HF transformers computes in float32 as we do, so it sets the exactness bar. llama.cpp
+quantizes activations too, so its bar is looser. Token-id equality with llama.cpp on the
+whole corpus is tested in `test_tokenizer.py`, on the same reference file.
+"""
+
+import pytest
+
+from model_service.registry import GEMMA3_270M, LoadedModel, load_model
+from tools.parity.compare import (
+    Agreement,
+    Scored,
+    greedy_mismatches,
+    load_references,
+    model_greedy,
+    model_scorer,
+    passage_agreements,
+    score_passages,
+)
+
+pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
+
+
+@pytest.fixture(scope="session")
+def references() -> dict[str, dict]:
+    return load_references()
+
+
+@pytest.fixture(scope="session")
+def gemma3_270m() -> LoadedModel:
+    return load_model(GEMMA3_270M)
+
+
+@pytest.fixture(scope="session")
+def our_scores(
+    references: dict[str, dict], gemma3_270m: LoadedModel
+) -> dict[str, Scored]:
+    return score_passages(references, model_scorer(gemma3_270m))
+
+
+def agreements_with(
+    references: dict[str, dict], peer: str, ours: dict[str, Scored]
+) -> dict[str, Agreement]:
+    return passage_agreements(references[peer]["passages"], ours)
+
+
+def test_it_predicts_what_hf_transformers_predicts(
+    references: dict[str, dict], our_scores: dict[str, Scored]
+) -> None:
+    agreements = agreements_with(references, "hf", our_scores)
+    assert agreements["all"].positions > 3000
+    assert agreements["all"].top1_agreement >= 0.995, agreements
+    # Per passage, so that a fault on long texts (the sliding window) shows by name.
+    assert {
+        name: result
+        for name, result in agreements.items()
+        if result.mean_abs_dlogprob >= 0.01
+    } == {}
+
+
+def test_it_continues_greedily_as_hf_transformers_does(
+    references: dict[str, dict], gemma3_270m: LoadedModel
+) -> None:
+    generate = model_greedy(gemma3_270m, references["greedy"]["max_new_tokens"])
+    assert greedy_mismatches(references, generate) == {}
+
+
+def test_it_predicts_about_what_llama_cpp_predicts(
+    references: dict[str, dict], our_scores: dict[str, Scored]
+) -> None:
+    overall = agreements_with(references, "llamacpp", our_scores)["all"]
+    assert overall.top1_agreement >= 0.90, overall
+    assert overall.mean_abs_dlogprob < 0.2, overall
