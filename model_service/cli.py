@@ -1,4 +1,4 @@
-"""Command line: `python -m model_service {info,tokenize,score} ...`.
+"""Command line: `python -m model_service {info,tokenize,score,generate} ...`.
 
 Each subcommand is a small function taking the parsed arguments and returning an exit
 status; `build_parser` registers them, so a new one is a function and a few lines there.
@@ -71,6 +71,54 @@ def cmd_score(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    """Streams a sampled answer to a text (or to a chat message with --chat)."""
+    from model_service.chat_format import format_conversation
+    from model_service.quantize import quantize_params
+    from model_service.registry import load_model
+    from model_service.sampler import Sampler
+    from model_service.sampling import SamplingParams
+
+    params = SamplingParams(
+        temperature=args.temperature,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        seed=args.seed,
+        max_new_tokens=args.max_new_tokens,
+        stop=tuple(args.stop),
+    )
+    model = load_model(args.model)
+    if args.chat:
+        prompt = format_conversation(
+            model.tokenizer, [{"role": "user", "content": args.text}]
+        )
+    else:
+        prompt = model.tokenizer.encode(args.text, add_bos=True)
+    weights = model.params
+    if args.quantize == "int8":
+        weights = quantize_params(weights, ("input_embedding",))
+    sampler = Sampler(model.config, weights, max_length=args.max_length)
+    pieces = []
+    for piece in sampler.stream(prompt, params, model.tokenizer):
+        pieces.append(piece)
+        if not args.json:
+            print(piece.text, end="", flush=True)
+    if args.json:
+        _print_json(
+            {
+                "model": args.model,
+                "params": params.to_dict(),
+                "text": "".join(p.text for p in pieces),
+                "token_ids": [t for p in pieces for t in p.token_ids],
+                "logprobs": [lp for p in pieces for lp in p.logprobs],
+                "finish_reason": pieces[-1].finish_reason,
+            }
+        )
+    else:
+        print(f"\n[{pieces[-1].finish_reason}]", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every subcommand."""
     parser = argparse.ArgumentParser(prog="python -m model_service")
@@ -93,6 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--text-file", required=True)
     score.add_argument("--json", action="store_true")
     score.set_defaults(run=cmd_score)
+
+    generate = commands.add_parser("generate", help="sample an answer, streamed")
+    generate.add_argument("--model", required=True, help="model name or path")
+    generate.add_argument("--chat", action="store_true", help="as a user message")
+    generate.add_argument("--temperature", type=float, default=0.0)
+    generate.add_argument("--top-k", type=int, default=None)
+    generate.add_argument("--top-p", type=float, default=None)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--max-new-tokens", type=int, default=256)
+    generate.add_argument("--max-length", type=int, default=None)
+    generate.add_argument("--stop", action="append", default=[], help="stop string")
+    generate.add_argument("--quantize", choices=["none", "int8"], default="none")
+    generate.add_argument("--json", action="store_true")
+    generate.add_argument("text")
+    generate.set_defaults(run=cmd_generate)
     return parser
 
 

@@ -29,10 +29,26 @@ def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
         operands, out = equation.split("->")
         weight_axes = operands.split(",")[1]
         kept = "".join(a for i, a in enumerate(weight_axes) if i not in weight.axes)
-        y = jnp.einsum(equation, x, weight.values.astype(x.dtype))
+        if weight.values.ndim == 2 and weight.axes == (1,):
+            y = _rows_times_transposed(x, weight.values)
+        else:
+            y = jnp.einsum(equation, x, weight.values.astype(x.dtype))
         scale = jnp.squeeze(weight.scale, weight.axes).astype(x.dtype)
         return jnp.einsum(f"{out},{kept}->{out}", y, scale)
     return jnp.einsum(equation, x, weight.astype(x.dtype))
+
+
+def _rows_times_transposed(x: jax.Array, values: jax.Array) -> jax.Array:
+    """x [..., D] times int8 values [V, D] transposed -> [..., V], one row at a time.
+
+    XLA on CPU fuses the int8-to-float conversion into a [1, D] x [D, V] product and
+    reads the int8 bytes once; with more rows it first writes the whole float copy of
+    the weight (4 bytes per entry) and is several times slower than float weights. So
+    the rows go one by one: that is the decode step's output projection.
+    """
+    rows = x.reshape(-1, 1, x.shape[-1])
+    y = jax.lax.map(lambda row: row @ values.astype(x.dtype).T, rows)
+    return y.reshape(*x.shape[:-1], values.shape[0])
 
 
 def embedding_lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
