@@ -104,7 +104,9 @@ class Sampler:
     ) -> None:
         self.config = config
         self.dtype = dtype or default_dtype()
-        self.params = params
+        # Weights are read at every step: keep them in the activations' dtype (bf16
+        # on accelerators) rather than cast them on every read.
+        self.params = jax.tree.map(self._in_dtype, params)
         self.max_batch = max_batch
         self.max_length = max_length or min(config.max_seq_len, DEFAULT_MAX_LENGTH)
         # Static arguments of the jitted functions: samplers of the same model shape
@@ -114,6 +116,11 @@ class Sampler:
             "dtype": self.dtype,
             "max_length": self.max_length,
         }
+
+    def _in_dtype(self, weight: jax.Array) -> jax.Array:
+        if jnp.issubdtype(weight.dtype, jnp.floating) and weight.dtype != self.dtype:
+            return weight.astype(self.dtype)
+        return weight  # already right, or int8 values
 
     # Host-side API ------------------------------------------------------------------
 
