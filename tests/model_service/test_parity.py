@@ -15,10 +15,19 @@ quantizes activations too, so its bar is looser. Token-id equality with llama.cp
 whole corpus is tested in `test_tokenizer.py`, on the same reference file.
 """
 
+import json
+
 import pytest
 
-from model_service.registry import GEMMA3_270M, LoadedModel, load_model
+from model_service.chat_format import format_conversation
+from model_service.registry import (
+    GEMMA3_270M,
+    LoadedModel,
+    gemma3_tokenizer,
+    load_model,
+)
 from tools.parity.compare import (
+    DATA_DIR,
     Agreement,
     Scored,
     greedy_mismatches,
@@ -74,6 +83,21 @@ def test_it_continues_greedily_as_hf_transformers_does(
 ) -> None:
     generate = model_greedy(gemma3_270m, references["greedy"]["max_new_tokens"])
     assert greedy_mismatches(references, generate) == {}
+
+
+def test_it_formats_chat_prompts_as_llama_cpp_reads_the_chat_template(
+    references: dict[str, dict],
+) -> None:
+    """The greedy prompts' ids are llama.cpp's for the rendered Gemma 3 template, with
+    special tokens on; our formatter must give the same ids from the messages."""
+    corpus = json.loads((DATA_DIR / "corpus.json").read_text())
+    chats = [prompt for prompt in corpus["greedy_prompts"] if prompt["chat"]]
+    assert chats
+    for prompt in chats:
+        ids = format_conversation(
+            gemma3_tokenizer(), [{"role": "user", "content": prompt["text"]}]
+        )
+        assert ids == references["greedy"]["prompts"][prompt["name"]]["prompt_ids"]
 
 
 def test_it_predicts_about_what_llama_cpp_predicts(

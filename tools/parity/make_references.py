@@ -139,10 +139,13 @@ def llamacpp_logits(llm: llama_cpp.Llama, passages: dict[str, list[int]]) -> dic
 
 def prompt_ids(llm: llama_cpp.Llama, prompt: dict) -> list[int]:
     """BOS + the prompt; chat prompts with the control tokens parsed as specials."""
-    if not prompt["chat"]:
-        return [llm.token_bos()] + llm.tokenize(prompt["text"].encode(), special=False)
-    text = CHAT_TEMPLATE.format(text=prompt["text"])
-    return [llm.token_bos()] + llm.tokenize(text.encode(), special=True)
+    if prompt["chat"]:
+        text, special = CHAT_TEMPLATE.format(text=prompt["text"]), True
+    else:
+        text, special = prompt["text"], False
+    return [llm.token_bos()] + llm.tokenize(
+        text.encode(), add_bos=False, special=special
+    )
 
 
 def load_hf_model(gguf_path: Path):
@@ -238,7 +241,10 @@ def main() -> None:
     write_json(args.data_dir / "llamacpp_logits.json", {"passages": cpp_logits})
     prompts = {p["name"]: prompt_ids(llm, p) for p in corpus["greedy_prompts"]}
     # Greedy continuations stop where a chat turn or the text ends.
-    stop_ids = {llm.token_eos(), *llm.tokenize(b"<end_of_turn>", special=True)}
+    stop_ids = {
+        llm.token_eos(),
+        *llm.tokenize(b"<end_of_turn>", add_bos=False, special=True),
+    }
     del llm
 
     torch.set_num_threads(2)
