@@ -20,12 +20,7 @@ import json
 import pytest
 
 from model_service.chat_format import format_conversation
-from model_service.registry import (
-    GEMMA3_270M,
-    LoadedModel,
-    gemma3_tokenizer,
-    load_model,
-)
+from model_service.registry import LoadedModel, gemma3_tokenizer
 from tools.parity.compare import (
     DATA_DIR,
     Agreement,
@@ -44,11 +39,6 @@ pytestmark = [pytest.mark.real_weights, pytest.mark.slow]
 @pytest.fixture(scope="session")
 def references() -> dict[str, dict]:
     return load_references()
-
-
-@pytest.fixture(scope="session")
-def gemma3_270m() -> LoadedModel:
-    return load_model(GEMMA3_270M)
 
 
 @pytest.fixture(scope="session")
