@@ -30,6 +30,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+XNNPACK_FLAG = "--xla_cpu_use_xnnpack=true"
 PROMPT_TEXT = (
     "The history of astronomy is a long conversation between careful observers and "
     "bold theorists. Ancient Babylonians recorded the motions of planets on clay "
@@ -155,6 +156,8 @@ def run_llama(job: dict) -> dict:
 def child(engine: str, job: dict) -> dict:
     """Runs one engine in its own process and returns its figures."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    if engine == "ours":  # the worker's CPU kernels (see model_service/worker.py)
+        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {XNNPACK_FLAG}"
     process = subprocess.run(
         [sys.executable, __file__, "--child", engine],
         input=json.dumps(job),
