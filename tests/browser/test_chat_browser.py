@@ -19,7 +19,7 @@ pytestmark = [
 # Long enough that "stop" has something to stop; the tiny model's context is 256.
 LONG_ANSWER = 200
 ANSWER = "article.message.model"
-TIMEOUT_MS = 30_000
+TIMEOUT_MS = 90_000
 
 # Records every distinct text the streaming answer shows, as the user would see it.
 RECORD_UPDATES = """() => {

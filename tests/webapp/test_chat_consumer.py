@@ -21,7 +21,7 @@ pytestmark = [
 ]
 
 ORIGIN = b"http://127.0.0.1"
-RECEIVE_TIMEOUT_S = 30
+RECEIVE_TIMEOUT_S = 90
 
 
 @pytest.fixture
@@ -69,6 +69,13 @@ async def receive_until_settled(communicator) -> tuple[list[dict], dict]:
             return received, message
 
 
+async def receive_first_token(communicator) -> dict:
+    while True:
+        message = await communicator.receive_json_from(timeout=RECEIVE_TIMEOUT_S)
+        if message["type"] == "token":
+            return message
+
+
 def streamed_text(received: list[dict], answer_id: int) -> str:
     """What a browser shows from the branch snapshots and tokens, merged by offset."""
     text = ""
@@ -113,10 +120,7 @@ async def test_stop_keeps_the_partial_answer_marked_stopped(
     await communicator.connect()
     await communicator.receive_json_from()
     await communicator.send_json_to({"action": "send", "text": "Go on and on"})
-    while (message := await communicator.receive_json_from(timeout=30))[
-        "type"
-    ] != "token":
-        pass
+    message = await receive_first_token(communicator)
 
     await communicator.send_json_to(
         {"action": "stop", "message_id": message["message_id"]}
@@ -167,22 +171,24 @@ async def test_a_model_no_worker_serves_fails_with_a_clear_message(
     assert "Failed:" in final["html"]
 
 
-async def test_it_refuses_anonymous_users(conversation):
-    connected, code = await socket(conversation.pk).connect()
+async def refused(communicator) -> int | None:
+    """Connects, expects a refusal, and lets the consumer end (it still listens)."""
+    connected, code = await communicator.connect()
+    await communicator.disconnect()
     assert not connected
-    assert code == 4401
+    return code
+
+
+async def test_it_refuses_anonymous_users(conversation):
+    assert await refused(socket(conversation.pk)) == 4401
 
 
 async def test_it_refuses_other_peoples_conversations(conversation, stranger_cookie):
-    connected, code = await socket(conversation.pk, stranger_cookie).connect()
-    assert not connected
-    assert code == 4404
+    assert await refused(socket(conversation.pk, stranger_cookie)) == 4404
 
 
 async def test_it_refuses_a_foreign_origin(conversation, owner_cookie):
-    communicator = socket(conversation.pk, owner_cookie, origin=b"http://evil.example")
-    connected, _code = await communicator.connect()
-    assert not connected
+    await refused(socket(conversation.pk, owner_cookie, origin=b"http://evil.example"))
 
 
 async def test_it_refuses_actions_on_messages_of_other_conversations(

@@ -161,6 +161,7 @@ class Relay:
         self.last_flush = time.monotonic()
 
     def finish(self, done: dict[str, Any]) -> None:
+        self.flush()
         cancelled = done["finish_reason"] == "cancelled"
         self.close(
             status=Message.Status.STOPPED if cancelled else Message.Status.COMPLETE,
