@@ -5,25 +5,42 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('chat', '0001_initial'),
+        ("chat", "0001_initial"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='conversation',
-            name='max_new_tokens',
-            field=models.PositiveIntegerField(default=256, validators=[django.core.validators.MinValueValidator(1), django.core.validators.MaxValueValidator(4096)]),
+            model_name="conversation",
+            name="max_new_tokens",
+            field=models.PositiveIntegerField(
+                default=256,
+                validators=[
+                    django.core.validators.MinValueValidator(1),
+                    django.core.validators.MaxValueValidator(4096),
+                ],
+            ),
         ),
         migrations.AlterField(
-            model_name='conversation',
-            name='temperature',
-            field=models.FloatField(default=0.7, validators=[django.core.validators.MinValueValidator(0.0), django.core.validators.MaxValueValidator(2.0)]),
+            model_name="conversation",
+            name="temperature",
+            field=models.FloatField(
+                default=0.7,
+                validators=[
+                    django.core.validators.MinValueValidator(0.0),
+                    django.core.validators.MaxValueValidator(2.0),
+                ],
+            ),
         ),
         migrations.AlterField(
-            model_name='conversation',
-            name='top_p',
-            field=models.FloatField(default=0.95, validators=[django.core.validators.MinValueValidator(0.01), django.core.validators.MaxValueValidator(1.0)]),
+            model_name="conversation",
+            name="top_p",
+            field=models.FloatField(
+                default=0.95,
+                validators=[
+                    django.core.validators.MinValueValidator(0.01),
+                    django.core.validators.MaxValueValidator(1.0),
+                ],
+            ),
         ),
     ]
