@@ -19,8 +19,6 @@ formatter inserts them by id. Decoding is the exact inverse of encoding, except 
 
 from __future__ import annotations
 
-import mmap
-import struct
 from collections.abc import Iterable
 from os import PathLike
 from typing import Any
@@ -29,6 +27,8 @@ import gguf
 import numpy as np
 from sentencepiece import SentencePieceProcessor
 from sentencepiece import sentencepiece_model_pb2 as spm_pb2
+
+from model_service.gguf_file import read_metadata as read_gguf_metadata
 
 SPACE_SYMBOL = "▁"
 START_OF_TURN = "<start_of_turn>"
@@ -232,97 +232,6 @@ def model_proto_from_gguf_metadata(metadata: dict[str, Any]) -> spm_pb2.ModelPro
     normalizer.remove_extra_whitespaces = False
     normalizer.escape_whitespaces = True
     return proto
-
-
-def read_gguf_metadata(path: str | PathLike[str]) -> dict[str, Any]:
-    """The key-value metadata of a GGUF file (no tensors), read in well under a second.
-
-    `gguf.GGUFReader` takes half a minute on a 262k-piece vocabulary because it maps
-    every string separately; this reads the header sequentially instead.
-
-    Returns:
-        key -> value: scalars as Python values, string arrays as lists of str, numeric
-        arrays as numpy arrays.
-    """
-    with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-        return _GgufHeaderReader(m, str(path)).metadata()
-
-
-class _GgufHeaderReader:
-    """Sequential reader of a GGUF header (format: ggml-org/ggml docs/gguf.md)."""
-
-    _SCALAR_FORMATS = {
-        gguf.GGUFValueType.UINT8: "<B",
-        gguf.GGUFValueType.INT8: "<b",
-        gguf.GGUFValueType.UINT16: "<H",
-        gguf.GGUFValueType.INT16: "<h",
-        gguf.GGUFValueType.UINT32: "<I",
-        gguf.GGUFValueType.INT32: "<i",
-        gguf.GGUFValueType.FLOAT32: "<f",
-        gguf.GGUFValueType.BOOL: "<?",
-        gguf.GGUFValueType.UINT64: "<Q",
-        gguf.GGUFValueType.INT64: "<q",
-        gguf.GGUFValueType.FLOAT64: "<d",
-    }
-
-    def __init__(self, data: mmap.mmap, name: str) -> None:
-        self.data = data
-        self.name = name
-        self.offset = 0
-
-    def metadata(self) -> dict[str, Any]:
-        magic, version = self._unpack("<I"), self._unpack("<I")
-        if magic != gguf.GGUF_MAGIC:
-            raise ValueError(f"{self.name} is not a GGUF file")
-        if version < 2:
-            raise ValueError(f"{self.name}: GGUF version {version} is not supported")
-        self._unpack("<Q")  # tensor count
-        count = self._unpack("<Q")
-        metadata = {}
-        for _ in range(count):
-            key = self._string()
-            metadata[key] = self._value(gguf.GGUFValueType(self._unpack("<I")))
-        return metadata
-
-    def _value(self, value_type: gguf.GGUFValueType) -> Any:
-        if value_type == gguf.GGUFValueType.STRING:
-            return self._string()
-        if value_type == gguf.GGUFValueType.ARRAY:
-            return self._array()
-        return self._unpack(self._SCALAR_FORMATS[value_type])
-
-    def _array(self) -> list[Any] | np.ndarray:
-        item_type = gguf.GGUFValueType(self._unpack("<I"))
-        length = self._unpack("<Q")
-        if item_type == gguf.GGUFValueType.STRING:
-            return self._strings(length)
-        if item_type == gguf.GGUFValueType.ARRAY:
-            return [self._array() for _ in range(length)]
-        dtype = np.dtype(self._SCALAR_FORMATS[item_type])
-        array = np.frombuffer(self.data, dtype, length, self.offset).copy()
-        self.offset += array.nbytes
-        return array
-
-    def _string(self) -> str:
-        return self._strings(1)[0]
-
-    def _strings(self, count: int) -> list[str]:
-        # One tight loop: a vocabulary is a quarter of a million strings.
-        data, offset = self.data, self.offset
-        unpack_length = struct.Struct("<Q").unpack_from
-        strings = []
-        for _ in range(count):
-            (length,) = unpack_length(data, offset)
-            offset += 8
-            strings.append(data[offset : offset + length].decode("utf-8"))
-            offset += length
-        self.offset = offset
-        return strings
-
-    def _unpack(self, fmt: str) -> Any:
-        (value,) = struct.unpack_from(fmt, self.data, self.offset)
-        self.offset += struct.calcsize(fmt)
-        return value
 
 
 def _prepared_proto(model_proto: spm_pb2.ModelProto) -> spm_pb2.ModelProto:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import jax
 import numpy as np
 
 from model_service.config import TransformerConfig
@@ -41,12 +40,56 @@ def check_tree(params: Mapping[str, Any], config: TransformerConfig) -> None:
             )
 
 
+class TensorSource:
+    """A checkpoint's tensors, taken by name while rewriting them into our tree.
+
+    Strict both ways: taking a missing name raises, and `check_all_taken` refuses
+    tensors that were never taken. Weights are [out, in], as PyTorch and GGUF keep
+    them.
+    """
+
+    def __init__(
+        self, tensors: Mapping[str, np.ndarray], config: TransformerConfig
+    ) -> None:
+        self._tensors = tensors
+        self._config = config
+        self._taken: set[str] = set()
+
+    def take(self, name: str) -> np.ndarray:
+        """The tensor as a float32 array."""
+        if name not in self._tensors:
+            raise CheckpointError(f"missing tensor {name}")
+        self._taken.add(name)
+        return np.asarray(self._tensors[name], np.float32)
+
+    def heads(self, name: str, count: int) -> np.ndarray:
+        """A query, key or value projection: [count * H, D] -> [count, D, H]."""
+        cfg = self._config
+        weight = self.take(name).reshape(count, cfg.head_dim, cfg.embed_dim)
+        return weight.transpose(0, 2, 1)
+
+    def output_heads(self, name: str) -> np.ndarray:
+        """The attention output projection: [D, N * H] -> [N, H, D]."""
+        cfg = self._config
+        return self.take(name).T.reshape(cfg.num_heads, cfg.head_dim, cfg.embed_dim)
+
+    def check_all_taken(self) -> None:
+        """Raises `CheckpointError` naming the tensors never taken."""
+        unused = sorted(set(self._tensors) - self._taken)
+        if unused:
+            raise CheckpointError(f"unexpected tensor(s): {', '.join(unused)}")
+
+
 def to_device(params: dict[str, Any]) -> dict[str, Any]:
     """Moves a tree of numpy leaves to float32 jax arrays, freeing each as it goes.
 
     Leaves are converted one at a time and dropped from the input, so host memory holds
     at most one leaf twice.
     """
+    # Imported here: the tokenizer reads GGUF files through this package's error
+    # type, and the web app imports the tokenizer without needing jax.
+    import jax
+
     out = {}
     for key in list(params):
         value = params.pop(key)

@@ -16,7 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from model_service.checkpoints import CheckpointError, check_tree, to_device
+from model_service.checkpoints import (
+    CheckpointError,
+    TensorSource,
+    check_tree,
+    to_device,
+)
 from model_service.config import GLOBAL, LOCAL, TransformerConfig
 
 # model_type -> {our norm name: HF norm name}
@@ -154,64 +159,46 @@ def params_from_hf(
     Returns:
         Our parameter tree, checked against `config`.
     """
-    used: set[str] = set()
-
-    def take(name: str) -> np.ndarray:
-        if name not in tensors:
-            raise CheckpointError(f"missing tensor {name}")
-        used.add(name)
-        return np.asarray(tensors[name], np.float32)
-
-    n, k, h, d = (
-        config.num_heads,
-        config.num_kv_heads,
-        config.head_dim,
-        config.embed_dim,
-    )
-
-    def heads(name: str, count: int) -> np.ndarray:
-        # [count * H, D] -> [count, D, H]
-        return take(name).reshape(count, h, d).transpose(0, 2, 1)
-
+    src = TensorSource(tensors, config)
+    n, k = config.num_heads, config.num_kv_heads
     params: dict[str, Any] = {
-        "embedder": {"input_embedding": take("model.embed_tokens.weight")},
-        "final_norm": {"scale": take("model.norm.weight")},
+        "embedder": {"input_embedding": src.take("model.embed_tokens.weight")},
+        "final_norm": {"scale": src.take("model.norm.weight")},
     }
     for i in range(config.num_layers):
         prefix = f"model.layers.{i}."
-        q = heads(prefix + "self_attn.q_proj.weight", n)
-        kv = [heads(prefix + f"self_attn.{x}_proj.weight", k) for x in "kv"]
+        q = src.heads(prefix + "self_attn.q_proj.weight", n)
+        kv = [src.heads(prefix + f"self_attn.{x}_proj.weight", k) for x in "kv"]
         if n == k:
             attn = {"qkv_einsum": {"w": np.stack([q, *kv])}}
         else:
             attn = {"q_einsum": {"w": q}, "kv_einsum": {"w": np.stack(kv)}}
-        # o_proj is [D, N * H] -> [N, H, D]
-        out = take(prefix + "self_attn.o_proj.weight").T.reshape(n, h, d)
+        out = src.output_heads(prefix + "self_attn.o_proj.weight")
         attn["attn_vec_einsum"] = {"w": out}
         if config.use_qk_norm:
-            attn["_query_norm"] = {"scale": take(prefix + "self_attn.q_norm.weight")}
-            attn["_key_norm"] = {"scale": take(prefix + "self_attn.k_norm.weight")}
+            attn["_query_norm"] = {
+                "scale": src.take(prefix + "self_attn.q_norm.weight")
+            }
+            attn["_key_norm"] = {"scale": src.take(prefix + "self_attn.k_norm.weight")}
         layer = {
-            ours: {"scale": take(prefix + theirs)}
+            ours: {"scale": src.take(prefix + theirs)}
             for ours, theirs in _NORMS[model_type].items()
         }
         layer["attn"] = attn
         layer["mlp"] = {
             "gating_einsum": np.stack(
-                [take(prefix + f"mlp.{x}_proj.weight") for x in ("gate", "up")]
+                [src.take(prefix + f"mlp.{x}_proj.weight") for x in ("gate", "up")]
             ),
-            "linear": take(prefix + "mlp.down_proj.weight").T,
+            "linear": src.take(prefix + "mlp.down_proj.weight").T,
         }
         params[f"layer_{i}"] = layer
 
     # Some exports store the tied output projection too; it must be the embedding.
     if "lm_head.weight" in tensors:
         if not np.array_equal(
-            take("lm_head.weight"), take("model.embed_tokens.weight")
+            src.take("lm_head.weight"), src.take("model.embed_tokens.weight")
         ):
             raise CheckpointError("lm_head.weight differs from the tied embedding")
-    unused = sorted(set(tensors) - used)
-    if unused:
-        raise CheckpointError(f"unexpected tensor(s): {', '.join(unused)}")
+    src.check_all_taken()
     check_tree(params, config)
     return params
