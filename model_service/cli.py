@@ -90,10 +90,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
     model = load_model(args.model)
     if args.chat:
         prompt = format_conversation(
-            model.tokenizer, [{"role": "user", "content": args.text}]
+            model.tokenizer, [{"role": "user", "content": args.prompt}]
         )
     else:
-        prompt = model.tokenizer.encode(args.text, add_bos=True)
+        prompt = model.tokenizer.encode(args.prompt, add_bos=True)
     weights = model.params
     if args.quantize == "int8":
         weights = quantize_params(weights, ("input_embedding",))
@@ -154,7 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--stop", action="append", default=[], help="stop string")
     generate.add_argument("--quantize", choices=["none", "int8"], default="none")
     generate.add_argument("--json", action="store_true")
-    generate.add_argument("text")
+    generate.add_argument("--prompt", required=True, help="the prompt text")
     generate.set_defaults(run=cmd_generate)
     return parser
 

@@ -92,3 +92,29 @@ def test_it_exits_with_a_message_for_an_unknown_model(capsys):
         main(["tokenize", "--model", "gemma-9000", "hello"])
     assert exit_info.value.code == 2
     assert "unknown model 'gemma-9000'" in capsys.readouterr().err
+
+
+def test_generate_is_greedy_by_default_and_equals_the_sampler(capsys, tiny_random):
+    from model_service.sampler import Sampler
+    from model_service.sampling import SamplingParams
+
+    out = run_cli(
+        capsys,
+        "generate",
+        "--model",
+        "tiny-random",
+        "--prompt",
+        "Once upon a time",
+        "--max-new-tokens",
+        "6",
+        "--json",
+    )
+    prompt = tiny_random.tokenizer.encode("Once upon a time", add_bos=True)
+    sampler = Sampler(tiny_random.config, tiny_random.params)
+    [expected] = sampler.generate(
+        [prompt], SamplingParams(max_new_tokens=6), tiny_random.tokenizer
+    )
+    assert out["params"]["temperature"] == 0.0
+    assert out["token_ids"] == list(expected.token_ids)
+    assert len(out["logprobs"]) == len(out["token_ids"]) <= 6
+    assert out["finish_reason"] in ("stop", "length")
