@@ -45,8 +45,12 @@ def open_conversation(page: Page, user, max_new_tokens: int = LONG_ANSWER) -> No
 
 
 def send(page: Page, text: str) -> None:
+    """Sends a message and waits for its answer to show (it is saved with it), so that
+    a wait for "nothing streaming" cannot pass before the answer exists."""
+    answers = page.locator(ANSWER).count()
     page.fill("#composer-text", text)
     page.click("#send")
+    expect(page.locator(ANSWER)).to_have_count(answers + 1, timeout=TIMEOUT_MS)
 
 
 def wait_until_settled(page: Page, selector: str = ANSWER) -> None:
