@@ -1,5 +1,5 @@
-"""The layering rule of the design: `model_service/` and `training/` never import Django,
-so they run on accelerator hosts and in scripts without the web app."""
+"""The layering rule of the design: `model_service/` and `training/` never import
+Django, so they run on accelerator hosts and in scripts without the web app."""
 
 import pkgutil
 import subprocess
