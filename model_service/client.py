@@ -104,8 +104,13 @@ def build_request(
     model: str,
     prompt: Sequence[int] | Sequence[dict[str, str]] | str,
     params: SamplingParams | None,
+    request_id: str | None = None,
 ) -> tuple[str, dict[str, Any]]:
-    """Checks what the caller passed and returns (request_id, payload)."""
+    """Checks what the caller passed and returns (request_id, payload).
+
+    A caller may choose the id (a fresh uuid4 hex, as here) to store it before it
+    submits: then whoever reads the stored id can already follow the request.
+    """
     params = params or SamplingParams()
     params.validate()
     payload: dict[str, Any] = {"model": model, "params": params.to_dict()}
@@ -119,7 +124,7 @@ def build_request(
         ]
     else:
         raise ValueError("prompt must be token ids, chat messages or text, not empty")
-    request_id = uuid.uuid4().hex
+    request_id = request_id or uuid.uuid4().hex
     payload["request_id"] = request_id
     payload["submitted"] = time.time()
     return request_id, payload
@@ -215,9 +220,10 @@ class GenerationClient:
         model: str,
         prompt: Sequence[int] | Sequence[dict[str, str]] | str,
         params: SamplingParams | None = None,
+        request_id: str | None = None,
     ) -> str:
         """Queues a request, returns its id; WorkerUnavailable or Busy come at once."""
-        request_id, payload = build_request(model, prompt, params)
+        request_id, payload = build_request(model, prompt, params, request_id)
         capacity = queue_capacity(self.alive_workers(), model)
         pushed = self._submit(
             keys=[queue_key(model), request_key(request_id)],
@@ -280,8 +286,9 @@ class AsyncGenerationClient:
         model: str,
         prompt: Sequence[int] | Sequence[dict[str, str]] | str,
         params: SamplingParams | None = None,
+        request_id: str | None = None,
     ) -> str:
-        request_id, payload = build_request(model, prompt, params)
+        request_id, payload = build_request(model, prompt, params, request_id)
         capacity = queue_capacity(await self.alive_workers(), model)
         pushed = await self._submit(
             keys=[queue_key(model), request_key(request_id)],

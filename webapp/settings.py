@@ -84,7 +84,9 @@ def env_secret(name: str, path: Path) -> str:
 def env_database(name: str, default: str) -> dict:
     url = env_str(name, default)
     try:
-        config = dj_database_url.parse(url, conn_max_age=0, conn_health_checks=True)
+        # Connections are kept (and checked before reuse): a new SQLite connection costs
+        # about a millisecond, on the way of every chat message.
+        config = dj_database_url.parse(url, conn_max_age=600, conn_health_checks=True)
     except ValueError as error:
         raise ImproperlyConfigured(
             f"{name}={url!r} is not a database URL ({error}). Examples: "

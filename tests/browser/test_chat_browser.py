@@ -1,13 +1,18 @@
 """The chat page in a real Chromium, with real streaming from `tiny-random`."""
 
+import json
 import re
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+import redis
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from playwright.sync_api import Page, expect
 
+from model_service import client as proto
 from webapp.chat.models import Conversation, Message, answer_group
 
 pytestmark = [
@@ -176,6 +181,18 @@ XSS = (
 )
 
 
+def worker_writes(request_id: str, worker_id: str, *pieces: str) -> None:
+    """What a generation worker that took the request writes: pieces on its stream."""
+    with redis.Redis.from_url(settings.REDIS_URL) as conn:
+        conn.hset(
+            proto.request_key(request_id),
+            mapping={"model": "tiny-random", "worker": worker_id},
+        )
+        for text in pieces:
+            event = {"type": "piece", "text": text, "token_ids": [], "logprobs": []}
+            conn.xadd(proto.events_key(request_id), {"event": json.dumps(event)})
+
+
 def group_send(answer_id: int, event: dict) -> None:
     """What the generation task sends; from another thread, as Playwright's loop runs
     on this one."""
@@ -184,8 +201,10 @@ def group_send(answer_id: int, event: dict) -> None:
         pool.submit(send, answer_group(answer_id), event).result()
 
 
-def test_model_output_with_html_runs_nothing(logged_in_page: Page, user, screenshot):
-    """The payload goes where model output goes: the saved row, the answer's group."""
+def test_model_output_with_html_runs_nothing(
+    logged_in_page: Page, user, screenshot, generation_worker
+):
+    """The payload goes where model output goes: the request's stream, the saved row."""
     page = logged_in_page
     page.on("dialog", lambda dialog: pytest.fail(f"a dialog opened: {dialog.message}"))
     conversation = Conversation.objects.create(owner=user, model_name="tiny-random")
@@ -199,23 +218,19 @@ def test_model_output_with_html_runs_nothing(logged_in_page: Page, user, screens
         status=Message.Status.STREAMING,
         content=XSS,
         claimed_at="2026-01-01T00:00:00Z",
+        request_id=uuid.uuid4().hex,
     )
     conversation.current_leaf = answer
     conversation.save()
+    worker_writes(answer.request_id, generation_worker, XSS)
 
     page.goto(f"/chat/{conversation.pk}/")
     expect(page.locator("body[data-connected]")).to_have_count(1)
     expect(page.locator(f"{ANSWER}.streaming .answer-text")).to_contain_text("<script>")
-    group_send(
-        answer.pk,
-        {
-            "type": "chat.token",
-            "message_id": answer.pk,
-            "offset": len(XSS),
-            "text": XSS,
-        },
+    worker_writes(answer.request_id, generation_worker, XSS)
+    expect(page.locator(f"{ANSWER} .answer-text")).to_contain_text(
+        re.compile(r"<script>[\s\S]*<script>")
     )
-    expect(page.locator(f"{ANSWER} .answer-text")).to_contain_text("link](javascript")
     screenshot("streamed")
 
     Message.objects.filter(pk=answer.pk).update(

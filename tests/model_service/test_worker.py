@@ -105,6 +105,14 @@ def test_it_replays_the_whole_stream_to_a_late_reader(client, generation_worker)
     assert events[-1]["type"] == "done"
 
 
+def test_a_caller_may_choose_the_request_id(client, generation_worker):
+    chosen = uuid.uuid4().hex  # stored first, so that readers can follow the request
+    params = SamplingParams(max_new_tokens=2)
+
+    assert client.submit(MODEL, [2, 105], params, request_id=chosen) == chosen
+    assert client.wait(chosen).request_id == chosen
+
+
 def test_it_stops_a_request_mid_stream_and_keeps_its_partial_text(
     client, generation_worker
 ):

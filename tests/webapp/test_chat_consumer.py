@@ -5,14 +5,21 @@ Everything runs as in production except the browser: the project's ASGI applicat
 worker's events, and the `tiny-random` model.
 """
 
+import sys
+import uuid
+
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from tests.conftest import make_user
+from model_service.checkpoints import flax_params
+from model_service.client import GenerationClient
+from model_service.registry import load_model
+from tests.conftest import make_user, wait_until, worker_env
 from webapp.asgi import application
 from webapp.chat import services
 from webapp.chat.models import Conversation, Message
+from webapp.launcher import spawn, stop
 
 pytestmark = [
     pytest.mark.slow,
@@ -67,6 +74,17 @@ async def receive_until_settled(communicator) -> tuple[list[dict], dict]:
         received.append(message)
         if message["type"] == "branch" and not message["streaming"]:
             return received, message
+
+
+async def send_and_settle(conversation_id: int, cookie: bytes, text: str) -> dict:
+    """Opens a socket, sends `text`, returns the branch once nothing streams."""
+    communicator = socket(conversation_id, cookie)
+    await communicator.connect()
+    await communicator.receive_json_from()
+    await communicator.send_json_to({"action": "send", "text": text})
+    _received, final = await receive_until_settled(communicator)
+    await communicator.disconnect()
+    return final
 
 
 async def receive_first_token(communicator) -> dict:
@@ -157,18 +175,50 @@ async def test_a_model_no_worker_serves_fails_with_a_clear_message(
     conversation = await Conversation.objects.acreate(
         owner=owner, model_name="gemma3-270m", max_new_tokens=16
     )
-    communicator = socket(conversation.pk, owner_cookie)
-    await communicator.connect()
-    await communicator.receive_json_from()
-
-    await communicator.send_json_to({"action": "send", "text": "Hello?"})
-    _received, final = await receive_until_settled(communicator)
-    await communicator.disconnect()
+    final = await send_and_settle(conversation.pk, owner_cookie, "Hello?")
 
     answer = await Message.objects.aget(role=Message.Role.MODEL)
     assert answer.status == Message.Status.FAILED
     assert "no live generation worker serves model 'gemma3-270m'" in answer.error
     assert "Failed:" in final["html"]
+
+
+@pytest.fixture
+def full_worker(tmp_path, redis_url):
+    """A live generation worker whose queue is always full (`--max-queue 0`); it serves
+    a saved copy of tiny-random, which no other worker serves. Yields the model name."""
+    model = str(tmp_path / "tiny-copy")
+    tiny = load_model("tiny-random")
+    flax_params.save(model, tiny.params, tiny.config)
+    worker_id = f"test-full-{uuid.uuid4().hex[:8]}"
+    command = [
+        sys.executable, "-m", "model_service.worker", "--redis-url", redis_url,
+        "--model", model, "--max-queue", "0", "--worker-id", worker_id,
+    ]  # fmt: skip
+    process = spawn(command, env=worker_env())
+    client = GenerationClient(redis_url)
+    wait_until(lambda: worker_id in client.alive_workers(), process, "full worker")
+    client.close()
+    yield model
+    stop(process)
+
+
+async def test_a_busy_worker_fails_the_answer_with_a_clear_message(
+    owner, owner_cookie, full_worker
+):
+    conversation = await Conversation.objects.acreate(
+        owner=owner, model_name=full_worker, max_new_tokens=16
+    )
+    final = await send_and_settle(conversation.pk, owner_cookie, "Anyone there?")
+
+    question = await Message.objects.aget(role=Message.Role.USER)
+    answer = await Message.objects.aget(role=Message.Role.MODEL)
+    assert question.content == "Anyone there?"  # saved all the same
+    assert answer.status == Message.Status.FAILED
+    assert answer.error == (
+        "The model is busy with other requests. Try again in a moment."
+    )
+    assert "Failed: The model is busy" in final["html"]
 
 
 async def refused(communicator) -> int | None:

@@ -7,6 +7,7 @@ from django.core.exceptions import ValidationError
 from django.http import Http404
 from django.utils import timezone
 
+from model_service.client import GenerationClient, cancel_key
 from tests.conftest import make_user
 from webapp.chat import services
 from webapp.chat.models import Conversation, Message
@@ -44,6 +45,7 @@ def test_it_saves_the_message_and_a_streaming_answer(
         conversation.top_p,
     )
     assert answer.seed is not None
+    assert len(answer.request_id) == 32  # chosen with the row, submitted after commit
     assert conversation.current_leaf == answer
     assert conversation.title == "Hello there"
 
@@ -164,8 +166,8 @@ def test_the_branch_is_read_in_one_query(
         assert len(services.current_branch(conversation)) == 6
 
 
-def test_it_fails_answers_that_no_task_claimed_in_time(
-    conversation, django_capture_on_commit_callbacks
+def test_it_fails_answers_that_no_task_claimed_in_time_and_cancels_them(
+    conversation, django_capture_on_commit_callbacks, redis_url
 ):
     stale = send(conversation, "hi", django_capture_on_commit_callbacks)
     fresh = services.regenerate(stale)
@@ -179,6 +181,11 @@ def test_it_fails_answers_that_no_task_claimed_in_time(
     assert stale.status == Message.Status.FAILED
     assert "Celery worker" in stale.error
     assert fresh.status == Message.Status.STREAMING
+    # Nothing would save the stale answer: its generation is cancelled.
+    client = GenerationClient(redis_url)
+    assert client.redis.exists(cancel_key(stale.request_id))
+    assert not client.redis.exists(cancel_key(fresh.request_id))
+    client.close()
 
 
 def test_it_checks_ownership(conversation):

@@ -5,14 +5,17 @@ Messages from the browser: `{"action": "send", "text"}`, `{"action": "edit",
 
 Messages to the browser:
 - `{"type": "branch", "html", "streaming": {id: text}}`: the messages on the current
-  branch, and the exact text so far of the answers still streaming;
+  branch, and the text saved so far of the answers still streaming;
 - `{"type": "token", "message_id", "offset", "text"}`: `text` goes at `offset` (UTF-16
   units) of that answer; the browser skips what it already has;
 - `{"type": "error", "message"}`: a rejected action (nothing was saved).
 
-Before a branch is read from the database the consumer joins the groups of its streaming
-answers, and the generation task saves text before it sends it, so the branch plus the
-tokens that follow never leave a gap.
+Tokens come straight from each streaming answer's request stream in Redis, which the
+generation worker writes (`model_service.client`): nothing between the worker and the
+page waits for a save. A stream is read from its start, so a page opened mid-answer
+replays it whole. The saved text that a branch carries may lag the stream; after each
+branch the consumer sends again what it has read of each answer, so no gap stays. An
+answer's end comes through its channel-layer group, once the Celery task saved it.
 """
 
 from __future__ import annotations
@@ -21,11 +24,18 @@ import asyncio
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.template.loader import render_to_string
 
-from webapp.chat import services
+from model_service.client import AsyncGenerationClient
+from webapp.chat import prompts, services
 from webapp.chat.models import Conversation, Message, answer_group
+
+
+def utf16_length(text: str) -> int:
+    """Offsets sent to the browser count UTF-16 code units, as JavaScript strings do."""
+    return len(text.encode("utf-16-le")) // 2
 
 
 @database_sync_to_async
@@ -34,11 +44,12 @@ def owned_conversation(user, conversation_id: int) -> Conversation | None:
 
 
 @database_sync_to_async
-def streaming_answer_ids(conversation_id: int) -> set[int]:
-    return set(
+def streaming_requests(conversation_id: int) -> dict[int, str]:
+    """The conversation's streaming answers: answer id -> generation request id."""
+    return dict(
         Message.objects.filter(
             conversation_id=conversation_id, status=Message.Status.STREAMING
-        ).values_list("pk", flat=True)
+        ).values_list("pk", "request_id")
     )
 
 
@@ -90,32 +101,76 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
         self.joined: set[int] = set()
         self.watchdogs: set[asyncio.Task] = set()
+        # Per streaming answer: the task reading its stream, and the text read so far.
+        self.readers: dict[int, asyncio.Task] = {}
+        self.streamed: dict[int, str] = {}
+        self.generation: AsyncGenerationClient | None = None
         user = self.scope["user"]
         if not user.is_authenticated:
             await self.close(code=4401)
             return
-        if await owned_conversation(user, self.conversation_id) is None:
+        conversation = await owned_conversation(user, self.conversation_id)
+        if conversation is None:
             await self.close(code=4404)
             return
+        self.generation = AsyncGenerationClient(settings.REDIS_URL)
+        # The first message of a process must not wait seconds for its tokenizer.
+        asyncio.get_running_loop().run_in_executor(
+            None, prompts.warm_up, conversation.model_name
+        )
         await self.accept()
         await self.send_state()
 
     async def disconnect(self, code: int) -> None:
-        for task in self.watchdogs:
+        tasks = [*self.watchdogs, *self.readers.values()]
+        for task in tasks:
             task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for answer_id in self.joined:
             await self.channel_layer.group_discard(
                 answer_group(answer_id), self.channel_name
             )
+        if self.generation is not None:
+            await self.generation.aclose()
 
     async def send_state(self) -> None:
-        """Joins the streaming answers' groups, then sends the branch as saved."""
-        for answer_id in await streaming_answer_ids(self.conversation_id) - self.joined:
+        """Joins the streaming answers' groups, sends the branch as saved, then what
+        has been read of each streaming answer, or starts reading it."""
+        streaming = await streaming_requests(self.conversation_id)
+        for answer_id in streaming.keys() - self.joined:
             await self.channel_layer.group_add(
                 answer_group(answer_id), self.channel_name
             )
             self.joined.add(answer_id)
         await self.send_json(await branch_state(self.conversation_id))
+        for answer_id, request_id in streaming.items():
+            if answer_id in self.readers:
+                await self.send_token(answer_id, 0, self.streamed[answer_id])
+            elif request_id:
+                self.streamed[answer_id] = ""
+                self.readers[answer_id] = asyncio.create_task(
+                    self.follow(answer_id, request_id)
+                )
+
+    async def follow(self, answer_id: int, request_id: str) -> None:
+        """Sends the answer's pieces as the worker writes them, from the first."""
+        async for event in self.generation.stream(request_id):
+            if event["type"] != "piece":
+                return  # its end, saved, comes as `chat.final`
+            offset = utf16_length(self.streamed[answer_id])
+            self.streamed[answer_id] += event["text"]
+            await self.send_token(answer_id, offset, event["text"])
+
+    async def send_token(self, answer_id: int, offset: int, text: str) -> None:
+        if text:
+            await self.send_json(
+                {
+                    "type": "token",
+                    "message_id": answer_id,
+                    "offset": offset,
+                    "text": text,
+                }
+            )
 
     async def receive_json(self, content: dict, **kwargs) -> None:
         try:
@@ -131,7 +186,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await self.send_state()
 
     def watch_claim(self) -> None:
-        """Fails the answer if no generation task has claimed it in time."""
+        """Fails the answer if no Celery task has claimed it in time."""
 
         async def watch() -> None:
             await asyncio.sleep(services.CLAIM_TIMEOUT_S + 0.5)
@@ -145,20 +200,13 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         self.watchdogs.add(task)
         task.add_done_callback(self.watchdogs.discard)
 
-    async def chat_token(self, event: dict) -> None:
-        await self.send_json(
-            {
-                "type": "token",
-                "message_id": event["message_id"],
-                "offset": event["offset"],
-                "text": event["text"],
-            }
-        )
-
     async def chat_final(self, event: dict) -> None:
         answer_id = event["message_id"]
         await self.channel_layer.group_discard(
             answer_group(answer_id), self.channel_name
         )
         self.joined.discard(answer_id)
+        if (reader := self.readers.pop(answer_id, None)) is not None:
+            reader.cancel()
+        self.streamed.pop(answer_id, None)
         await self.send_state()

@@ -1,9 +1,11 @@
-"""Runs one chat answer: prompt, submit to the generation worker, relay, save.
+"""One chat answer: submitted to the generation worker, then followed and saved.
 
-Called by the Celery task `webapp.chat.tasks.generate_answer`, never by the web process,
-which only reads what this writes. The growing text is saved *before* each update is
-sent to the answer's channel-layer group: whoever joins the group and then reads the row
-can merge the two without a gap, which is what lets a reloaded page continue an answer.
+The web process submits the answer right after it saves the user's message
+(`submit_answer`): the Celery hop is not on the way to the first token. Pages read
+the tokens straight from the request's Redis Stream (`webapp.chat.consumers`). The
+Celery task `webapp.chat.tasks.generate_answer` follows the same stream from its start
+(`run_answer`) and saves the answer as it grows and when it ends, so an answer is kept
+whether or not any page is open; its end goes to the answer's channel-layer group.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from model_service.sampling import SamplingParams
 from webapp.chat import prompts
 from webapp.chat.models import Message, answer_group
 
-# Pieces that arrive closer together than this are saved and sent as one update.
+# Pieces that arrive closer together than this are saved as one update.
 FLUSH_EVERY_S = 0.05
 
 
@@ -39,11 +41,6 @@ def client() -> GenerationClient:
 
 def cancel_request(request_id: str) -> None:
     client().cancel(request_id)
-
-
-def utf16_length(text: str) -> int:
-    """Offsets sent to the browser count UTF-16 code units, as JavaScript strings do."""
-    return len(text.encode("utf-16-le")) // 2
 
 
 @functools.cache
@@ -59,7 +56,7 @@ def channel_layer_loop() -> asyncio.AbstractEventLoop:
 
 
 def send_to_group(answer_id: int, event: dict[str, Any]) -> None:
-    """Sends and waits, so that updates arrive in the order they were saved."""
+    """Sends and waits: the event leaves before the task moves on."""
     send = get_channel_layer().group_send(answer_group(answer_id), event)
     asyncio.run_coroutine_threadsafe(send, channel_layer_loop()).result()
 
@@ -81,55 +78,55 @@ def sampling_params(answer: Message) -> SamplingParams:
     )
 
 
+def submit_answer(answer: Message) -> str | None:
+    """Builds the answer's prompt and queues it under the answer's request id.
+
+    Returns None once queued, else why it was refused (the answer's error message).
+    """
+    try:
+        prompt = prompts.build_prompt(answer)
+        client().submit(
+            answer.model_name,
+            prompt.token_ids,
+            sampling_params(answer),
+            request_id=answer.request_id,
+        )
+    except Busy:
+        return "The model is busy with other requests. Try again in a moment."
+    except WorkerUnavailable as exc:
+        return f"The generation worker is not running: {exc}."
+    except (GenerationError, prompts.PromptError) as exc:
+        return str(exc)
+    if prompt.dropped_turns:
+        Message.objects.filter(pk=answer.pk).update(dropped_turns=prompt.dropped_turns)
+    return None
+
+
 def run_answer(answer_id: int) -> None:
+    """Saves a submitted answer as its request's events come (the Celery task)."""
     answer = claim(answer_id)
     if answer is None:
         return
     relay = Relay(answer)
     try:
-        generate(answer, relay)
+        for event in client().stream(answer.request_id):
+            if event["type"] == "piece":
+                relay.add(event["text"], len(event["token_ids"]))
+            elif event["type"] == "done":
+                relay.finish(event)
+            else:
+                relay.fail(f"Generation failed: {event['message']}")
     except Exception as exc:  # whatever happens, the answer must not stay "streaming"
         relay.fail(f"Generation failed: {type(exc).__name__}: {exc}")
         raise
 
 
-def generate(answer: Message, relay: Relay) -> None:
-    try:
-        prompt = prompts.build_prompt(answer)
-        request_id = client().submit(
-            answer.model_name, prompt.token_ids, sampling_params(answer)
-        )
-    except Busy:
-        relay.fail("The model is busy with other requests. Try again in a moment.")
-        return
-    except WorkerUnavailable as exc:
-        relay.fail(f"The generation worker is not running: {exc}.")
-        return
-    except (GenerationError, prompts.PromptError) as exc:
-        relay.fail(str(exc))
-        return
-    Message.objects.filter(pk=answer.pk).update(
-        request_id=request_id, dropped_turns=prompt.dropped_turns
-    )
-    # A stop that came before the request id was stored is honoured here.
-    if Message.objects.filter(pk=answer.pk, stop_requested=True).exists():
-        cancel_request(request_id)
-    for event in client().stream(request_id):
-        if event["type"] == "piece":
-            relay.add(event["text"], len(event["token_ids"]))
-        elif event["type"] == "done":
-            relay.finish(event)
-        else:
-            relay.fail(f"Generation failed: {event['message']}")
-
-
 class Relay:
-    """Collects an answer's pieces; saves, then sends, at most every FLUSH_EVERY_S."""
+    """Collects an answer's pieces; saves them at most every FLUSH_EVERY_S."""
 
     def __init__(self, answer: Message) -> None:
         self.answer_id = answer.pk
         self.text = answer.content
-        self.sent_length = utf16_length(self.text)
         self.pending = ""
         self.token_count = 0
         self.last_flush = 0.0
@@ -147,21 +144,10 @@ class Relay:
         Message.objects.filter(pk=self.answer_id).update(
             content=self.text, token_count=self.token_count
         )
-        send_to_group(
-            self.answer_id,
-            {
-                "type": "chat.token",
-                "message_id": self.answer_id,
-                "offset": self.sent_length,
-                "text": self.pending,
-            },
-        )
-        self.sent_length += utf16_length(self.pending)
         self.pending = ""
         self.last_flush = time.monotonic()
 
     def finish(self, done: dict[str, Any]) -> None:
-        self.flush()
         cancelled = done["finish_reason"] == "cancelled"
         self.close(
             status=Message.Status.STOPPED if cancelled else Message.Status.COMPLETE,

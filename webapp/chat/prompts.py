@@ -1,15 +1,16 @@
 """From a branch of messages to the token ids the generation worker gets.
 
-Runs in the Celery worker (the generation task), which holds a tokenizer per model but
-never the weights. Turns use the Gemma chat format (`model_service.chat_format`); when a
-conversation outgrows the context, the oldest turns are dropped and the count is kept on
-the answer so the page can say so.
+Runs in the web process, right after the user's message is saved: it holds a tokenizer
+per model but never the weights. Turns use the Gemma chat format
+(`model_service.chat_format`); when a conversation outgrows the context, the oldest
+turns are dropped and the count is kept on the answer so the page can say so.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import threading
 
 from model_service import chat_format
 from webapp.chat.models import Message
@@ -25,13 +26,30 @@ class Prompt:
     dropped_turns: int
 
 
-@functools.cache
+# One load at a time: a message sent while `warm_up` loads waits for that load.
+_loading = threading.Lock()
+
+
 def tokenizer_for(model_name: str):
-    # Imported here: the registry brings JAX, which the Celery worker needs only once
-    # it generates an answer.
+    with _loading:
+        return _load_tokenizer(model_name)
+
+
+@functools.cache
+def _load_tokenizer(model_name: str):
+    # Imported here: the registry brings JAX, which a web process needs only once
+    # somebody chats.
     from model_service.registry import load_tokenizer
 
     return load_tokenizer(model_name)
+
+
+def warm_up(model_name: str) -> None:
+    """Loads the model's tokenizer (seconds, once per process) before it is needed."""
+    try:
+        tokenizer_for(model_name)
+    except Exception:  # noqa: BLE001 - the first answer fails with the reason instead
+        pass
 
 
 def context_length(model_name: str) -> int:

@@ -1,15 +1,19 @@
 """What users do to conversations: every write goes through one of these functions.
 
-Each function checks its input, changes the database in one transaction, and only after
-the commit enqueues the generation task, so a task never looks for a row that is not
-there and a rejected message leaves nothing behind.
+Each function checks its input and changes the database in one transaction; a rejected
+message leaves nothing behind. A new answer gets its generation request id with its row,
+and only after the commit is it submitted to the generation worker (then the Celery task
+that saves it is enqueued), so the user's message is saved before generation starts and
+nobody looks for a row that is not there.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime
+import logging
 import secrets
+import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -17,15 +21,18 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from webapp.chat.generation import cancel_request
+from webapp.chat.generation import cancel_request, submit_answer
 from webapp.chat.models import Conversation, Message
 from webapp.chat.tasks import generate_answer
 
-# An answer that no Celery worker claimed within this time is failed: the user must see
-# an error, never an endless spinner.
+log = logging.getLogger(__name__)
+
+# An answer that no Celery worker claimed within this time is failed (and its
+# generation stopped): nothing would save it, and the user must see an error, never an
+# endless spinner.
 CLAIM_TIMEOUT_S = 8.0
 UNCLAIMED_ERROR = (
-    "No generation task picked up this answer: the Celery worker for the "
+    "No task picked up this answer to save it: the Celery worker for the "
     "'generation' queue is not running. Try again when it is."
 )
 
@@ -104,14 +111,26 @@ def _new_answer(conversation: Conversation, parent: Message) -> Message:
         top_p=conversation.top_p,
         max_new_tokens=conversation.max_new_tokens,
         seed=secrets.randbelow(2**31),
+        request_id=uuid.uuid4().hex,
     )
     _show(conversation, answer)
-    transaction.on_commit(lambda: _enqueue(answer.pk))
+    transaction.on_commit(lambda: _start(answer))
     return answer
 
 
-def _enqueue(answer_id: int) -> None:
-    generate_answer.delay(answer_id)
+def _start(answer: Message) -> None:
+    """Submits the answer, then has a Celery task save it; a refusal fails it now."""
+    try:
+        error = submit_answer(answer)
+    except Exception as exc:  # whatever happens, the answer must not stay "streaming"
+        log.exception("answer %s could not be submitted", answer.pk)
+        error = f"Generation failed: {type(exc).__name__}: {exc}"
+    if error is None:
+        generate_answer.delay(answer.pk)
+    else:
+        Message.objects.filter(pk=answer.pk).update(
+            status=Message.Status.FAILED, error=error
+        )
 
 
 def _show(conversation: Conversation, leaf: Message) -> None:
@@ -170,15 +189,11 @@ def switch_to(message: Message) -> None:
 def request_stop(answer: Message) -> None:
     """Asks the worker to stop; the generation task keeps the partial text.
 
-    The flag covers a stop that arrives before the task has a request id: the task
-    checks it right after it stores the id.
+    The request id is there from the answer's creation; a stop that comes before the
+    worker took the request is honoured when it takes it.
     """
-    Message.objects.filter(pk=answer.pk, status=Message.Status.STREAMING).update(
-        stop_requested=True
-    )
-    request_id = Message.objects.values_list("request_id", flat=True).get(pk=answer.pk)
-    if request_id:
-        cancel_request(request_id)
+    if answer.status == Message.Status.STREAMING and answer.request_id:
+        cancel_request(answer.request_id)
 
 
 def fail_unclaimed(conversation: Conversation) -> list[int]:
@@ -193,4 +208,7 @@ def fail_unclaimed(conversation: Conversation) -> list[int]:
         pk__in=ids, status=Message.Status.STREAMING, claimed_at__isnull=True
     ).update(status=Message.Status.FAILED, error=UNCLAIMED_ERROR)
     failed = Message.objects.filter(pk__in=ids, status=Message.Status.FAILED)
+    for request_id in failed.values_list("request_id", flat=True):
+        if request_id:
+            cancel_request(request_id)
     return list(failed.values_list("pk", flat=True))
