@@ -13,7 +13,9 @@ other in this run. Reported as medians:
 - peak resident memory of each process.
 
 The last line is exactly `decode_b1_ratio=X streams8_ratio=Y prefill_ratio=Z`
-(ours divided by llama.cpp's). llama.cpp is `llama-cpp-python` with 2 threads.
+(ours divided by llama.cpp's). llama.cpp is `llama-cpp-python` with 2 threads. Ours
+keeps its weights in int8 and sets XLA up as the generation worker does on a CPU
+(`--quantize none` for the float32 weights as loaded).
 Never run inside the test suite: speed lives here, not in timed asserts.
 """
 
@@ -30,7 +32,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-XNNPACK_FLAG = "--xla_cpu_use_xnnpack=true"
+sys.path.insert(0, str(ROOT))
+
+from model_service.xla_options import use_serving_flags  # noqa: E402
+
 PROMPT_TEXT = (
     "The history of astronomy is a long conversation between careful observers and "
     "bold theorists. Ancient Babylonians recorded the motions of planets on clay "
@@ -65,11 +70,8 @@ def run_ours(job: dict) -> dict:
 
     model = load_model("gemma3-270m")
     config, params = model.config, model.params
-    # int8 pays only at batch 1: XLA on CPU fuses the int8 read into a one-row
-    # product, but converts the whole weight to float first for a batch of rows.
-    b1_params = params
-    if job["quantize"] == "int8":
-        b1_params = quantize_params(params, ("input_embedding",))
+    if job["quantize"] == "int8":  # as the generation worker keeps them on a CPU
+        params = quantize_params(params)
     prompt, new_tokens, greedy = job["prompt"], job["new_tokens"], SamplingParams()
     max_length = len(prompt) + new_tokens
 
@@ -90,11 +92,10 @@ def run_ours(job: dict) -> dict:
             tokens.append(step_tokens[0])
         return prefill_s, time.perf_counter() - start, tokens
 
-    engine = f"ours ({jax.default_backend()}, b1 output projection {job['quantize']})"
+    engine = f"ours ({jax.default_backend()}, weights {job['quantize']})"
     results: dict = {"engine": engine}
     for rows, label in ((1, "b1"), (job["streams"], "streams")):
-        tree = b1_params if rows == 1 else params
-        sampler = Sampler(config, tree, max_batch=rows, max_length=max_length)
+        sampler = Sampler(config, params, max_batch=rows, max_length=max_length)
         decode(sampler, rows)  # compiles
         runs = [decode(sampler, rows) for _ in range(job["runs"])]
         if rows == 1:
@@ -156,8 +157,8 @@ def run_llama(job: dict) -> dict:
 def child(engine: str, job: dict) -> dict:
     """Runs one engine in its own process and returns its figures."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if engine == "ours":  # the worker's CPU kernels (see model_service/worker.py)
-        env["XLA_FLAGS"] = f"{env.get('XLA_FLAGS', '')} {XNNPACK_FLAG}"
+    if engine == "ours":  # XLA as the generation worker sets it up
+        use_serving_flags(env)
     process = subprocess.run(
         [sys.executable, __file__, "--child", engine],
         input=json.dumps(job),

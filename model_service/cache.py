@@ -4,7 +4,10 @@ layers.
 A cache is a dict `{"layer_<i>": {"k", "v", "positions"}}` of arrays; every function
 here is pure and returns new arrays, so a cache can live inside `jax.jit`.
 
-- `k`, `v`: [batch, slots, kv_heads, head_dim] (keys stored after RoPE).
+- `k`: [batch, slots, kv_heads, head_dim] (keys stored after RoPE);
+- `v`: [batch, kv_heads, head_dim, slots]: values keep the slots last, the axis the
+  attention sums over, so that XLA reads them in place instead of transposing the
+  whole cache on every step (keys are summed over head_dim, already last);
 - `positions`: [batch, slots] int32, the position held by each slot, -1 when empty.
 
 Global layers hold `length` slots, slot = position. Local layers hold
@@ -58,10 +61,10 @@ def init_cache(
     cache = {}
     for i, attn_type in enumerate(config.attention_types):
         slots = num_slots(config, attn_type, length)
-        shape = (batch_size, slots, config.num_kv_heads, config.head_dim)
+        heads = (config.num_kv_heads, config.head_dim)
         cache[layer_name(i)] = {
-            "k": jnp.zeros(shape, dtype),
-            "v": jnp.zeros(shape, dtype),
+            "k": jnp.zeros((batch_size, slots, *heads), dtype),
+            "v": jnp.zeros((batch_size, *heads, slots), dtype),
             "positions": jnp.full((batch_size, slots), -1, jnp.int32),
         }
     return cache
@@ -122,6 +125,42 @@ def write(
     rows = jnp.arange(batch)[:, None]
     return {
         "k": layer["k"].at[rows, slot].set(k.astype(layer["k"].dtype), mode="drop"),
-        "v": layer["v"].at[rows, slot].set(v.astype(layer["v"].dtype), mode="drop"),
+        # (the advanced indices come first: the update is [B, T, K, H] as `v` is)
+        "v": layer["v"]
+        .at[rows, :, :, slot]
+        .set(v.astype(layer["v"].dtype), mode="drop"),
         "positions": layer["positions"].at[rows, slot].set(positions, mode="drop"),
     }
+
+
+def write_step(
+    layer: LayerCache,
+    *,
+    k: jax.Array,  # [B, 1, K, H]
+    v: jax.Array,  # [B, 1, K, H]
+    positions: jax.Array,  # [B, 1]
+    ring: bool,
+) -> LayerCache:
+    """`write` for one token per row (a decode step), done in place.
+
+    One `dynamic_update_slice` per row: XLA updates the cache where it lies, while a
+    scatter (what `write` needs for many tokens) makes it copy the whole cache first
+    to guard writes that could fall out of bounds. A free row (position -1) writes its
+    unused token to slot 0: its cache is replaced whole when it starts a request.
+    """
+    batch, slots = layer["positions"].shape
+    slot = positions[:, 0] % slots if ring else positions[:, 0]
+    slot = jnp.where(positions[:, 0] >= 0, slot, 0)
+    out = dict(layer)
+    for row in range(batch):
+        at = slot[row]
+        updates = (
+            ("k", k[row : row + 1], (row, at, 0, 0)),
+            ("v", jnp.moveaxis(v[row : row + 1], 1, -1), (row, 0, 0, at)),
+            ("positions", positions[row : row + 1], (row, at)),
+        )
+        for name, update, start in updates:
+            out[name] = jax.lax.dynamic_update_slice(
+                out[name], update.astype(out[name].dtype), start
+            )
+    return out

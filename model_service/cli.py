@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from model_service.config import PRESETS, get_config
+from model_service.xla_options import use_serving_flags
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -96,7 +97,7 @@ def cmd_generate(args: argparse.Namespace) -> int:
         prompt = model.tokenizer.encode(args.prompt, add_bos=True)
     weights = model.params
     if args.quantize == "int8":
-        weights = quantize_params(weights, ("input_embedding",))
+        weights = quantize_params(weights)
     sampler = Sampler(model.config, weights, max_length=args.max_length)
     pieces = []
     for piece in sampler.stream(prompt, params, model.tokenizer):
@@ -163,6 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Runs one subcommand; errors in the input exit with status 2 and a message."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    use_serving_flags()  # the subcommands import JAX only when they run
     try:
         return args.run(args)
     except (ValueError, OSError) as error:

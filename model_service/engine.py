@@ -15,6 +15,7 @@ import logging
 from typing import Any
 
 from model_service.chat_format import format_conversation
+from model_service.quantize import default_quantization, quantize_params
 from model_service.sampler import Generation, Piece, Sampler
 from model_service.sampling import SamplingParams
 
@@ -49,9 +50,9 @@ class Engine:
         model: a `LoadedModel` (config, params, tokenizer).
         max_batch: rows decoded together.
         max_length: positions per row (prompt and answer).
-        quantize: "int8" to store the output projection (the tied embedding, most of
-            the bytes read per token) as int8 with per-row scales. On CPU this speeds
-            up batch 1 only (see `layers.weight_einsum`).
+        quantize: "int8" to store every matmul weight as int8 with per-channel
+            scales (`model_service.quantize`), "none" to keep them as loaded; default
+            `default_quantization()`.
     """
 
     def __init__(
@@ -63,10 +64,8 @@ class Engine:
         quantize: str | None = None,
     ) -> None:
         params = model.params
-        if quantize == "int8":
-            from model_service.quantize import quantize_params
-
-            params = quantize_params(params, ("input_embedding",))
+        if (quantize or default_quantization()) == "int8":
+            params = quantize_params(params)
         self.tokenizer = model.tokenizer
         self.sampler = Sampler(
             model.config, params, max_batch=max_batch, max_length=max_length

@@ -1,7 +1,11 @@
 """Transformer sub-modules: embedder, attention, feed-forward and block.
 
-Parameter names follow the official Gemma Flax checkpoints (`gemma/gm/nn/_modules.py`),
-so those load by renaming nothing below the layer level.
+Parameter names follow the official Gemma Flax checkpoints (`gemma/gm/nn/_modules.py`).
+Every weight keeps the axes it contracts last ([out..., in...], as PyTorch and GGUF
+store them): decoding one token is a product of a vector with each weight, and on a CPU
+XLA runs that over contiguous rows without first copying the weight into another layout
+(the official Flax layout made it copy 5 of the 7 weights on every step).
+`model_service.checkpoints` rewrites the official layout into this one.
 """
 
 from __future__ import annotations
@@ -83,16 +87,30 @@ class Attention(nn.Module):
         if cfg.num_kv_heads == cfg.num_heads:
             # Multi-head checkpoints store one stacked weight (as the official ones do).
             qkv = layers.Einsum(
-                (3, cfg.num_heads, cfg.embed_dim, cfg.head_dim), name="qkv_einsum"
+                (3, cfg.num_heads, cfg.head_dim, cfg.embed_dim), name="qkv_einsum"
             )
-            return qkv("BTD,SNDH->SBTNH", x)
+            return qkv("BTD,SNHD->SBTNH", x)
         q = layers.Einsum(
-            (cfg.num_heads, cfg.embed_dim, cfg.head_dim), name="q_einsum"
-        )("BTD,NDH->BTNH", x)
+            (cfg.num_heads, cfg.head_dim, cfg.embed_dim), name="q_einsum"
+        )("BTD,NHD->BTNH", x)
         k, v = layers.Einsum(
-            (2, cfg.num_kv_heads, cfg.embed_dim, cfg.head_dim), name="kv_einsum"
-        )("BSD,CKDH->CBSKH", x)
+            (2, cfg.num_kv_heads, cfg.head_dim, cfg.embed_dim), name="kv_einsum"
+        )("BSD,CKHD->CBSKH", x)
         return q, k, v
+
+    def _logits(
+        self,
+        q: jax.Array,  # [B, T, K, G, H]
+        keys: jax.Array,  # [B, S, K, H]
+        positions: jax.Array,  # [B, T]
+        key_positions: jax.Array,  # [B, S]
+    ) -> jax.Array:  # [B, T, K, G, S] float32, masked
+        logits = jnp.einsum("BTKGH,BSKH->BTKGS", q, keys).astype(jnp.float32)
+        logits = soft_cap(logits, self.config.attn_logits_soft_cap)
+        mask = attention_mask(
+            positions, key_positions, sliding_window=self.sliding_window
+        )
+        return jnp.where(mask[:, :, None, None, :], logits, K_MASK)
 
     @nn.compact
     def __call__(
@@ -113,46 +131,48 @@ class Attention(nn.Module):
                 "base_frequency": cfg.global_rope_base,
                 "scale_factor": cfg.rope_scale_factor,
             }
+        ring = self.attn_type == LOCAL
         q = layers.apply_rope(q, positions, **rope) * jnp.asarray(
             cfg.query_scale, q.dtype
         )
         k = layers.apply_rope(k, positions, **rope)
 
-        keys, values, key_positions = k, v, positions
-        if cache is not None:
-            # Attend to what the row stored before plus this call's own tokens; write
-            # afterwards, so a call longer than a ring still sees all its tokens.
-            keys = jnp.concatenate([cache["k"].astype(k.dtype), k], axis=1)
-            values = jnp.concatenate([cache["v"].astype(v.dtype), v], axis=1)
-            past = kv_cache.visible_positions(cache, positions)
-            key_positions = jnp.concatenate([past, positions], axis=1)
-            cache = kv_cache.write(
-                cache, k=k, v=v, positions=positions, ring=self.attn_type == LOCAL
-            )
-
         batch, time, _, _ = q.shape
         groups = cfg.num_heads // cfg.num_kv_heads
         q = q.reshape(batch, time, cfg.num_kv_heads, groups, cfg.head_dim)
-        logits = jnp.einsum("BTKGH,BSKH->BTKGS", q, keys).astype(jnp.float32)
-        logits = soft_cap(logits, cfg.attn_logits_soft_cap)
-        mask = attention_mask(
-            positions, key_positions, sliding_window=self.sliding_window
+        # Keys in two parts: what the row stored before (read from the cache as it
+        # lies) and this call's own tokens. The cache is written afterwards, so a
+        # call longer than a ring still sees all its tokens, and XLA updates the
+        # cache in place instead of copying it for a concatenation.
+        # Each part: keys, their positions, values and how the values are laid out.
+        parts = [(k, positions, v, "BSKH")]
+        if cache is not None:
+            past = kv_cache.visible_positions(cache, positions)
+            keys, values = cache["k"].astype(k.dtype), cache["v"].astype(v.dtype)
+            parts.insert(0, (keys, past, values, "BKHS"))
+        logits = jnp.concatenate(
+            [self._logits(q, keys, positions, key_pos) for keys, key_pos, *_ in parts],
+            axis=-1,
         )
-        logits = jnp.where(mask[:, :, None, None, :], logits, K_MASK)
-        probs = jax.nn.softmax(logits, axis=-1).astype(values.dtype)
-        encoded = jnp.einsum("BTKGS,BSKH->BTKGH", probs, values)
+        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        encoded = 0
+        for keys, _, values, layout in parts:
+            part, probs = jnp.split(probs, [keys.shape[1]], axis=-1)
+            encoded += jnp.einsum(f"BTKGS,{layout}->BTKGH", part, values)
         encoded = encoded.reshape(batch, time, cfg.num_heads, cfg.head_dim)
+        if cache is not None:
+            write = kv_cache.write_step if time == 1 else kv_cache.write
+            cache = write(cache, k=k, v=v, positions=positions, ring=ring)
         out = layers.Einsum(
-            (cfg.num_heads, cfg.head_dim, cfg.embed_dim), name="attn_vec_einsum"
-        )("BTNH,NHD->BTD", encoded)
+            (cfg.embed_dim, cfg.num_heads, cfg.head_dim), name="attn_vec_einsum"
+        )("BTNH,DNH->BTD", encoded)
         return out, cache
 
 
 class FeedForward(nn.Module):
     """GeGLU: down(gelu_tanh(gate(x)) * up(x)).
 
-    `gating_einsum` is [2, hidden, embed] (gate, up), `linear` is [hidden, embed], as in
-    the Gemma 2/3 official checkpoints.
+    `gating_einsum` is [2, hidden, embed] (gate, up), `linear` is [embed, hidden].
     """
 
     embed_dim: int
@@ -162,10 +182,10 @@ class FeedForward(nn.Module):
     def __call__(self, x: jax.Array) -> jax.Array:
         init = nn.initializers.normal()
         gating = self.param("gating_einsum", init, (2, self.hidden_dim, self.embed_dim))
-        linear = self.param("linear", init, (self.hidden_dim, self.embed_dim))
+        linear = self.param("linear", init, (self.embed_dim, self.hidden_dim))
         gate, up = layers.weight_einsum("BTD,CFD->CBTF", x, gating)
         hidden = layers.gelu_tanh(gate) * up
-        return layers.weight_einsum("BTF,FD->BTD", hidden, linear)
+        return layers.weight_einsum("BTF,DF->BTD", hidden, linear)
 
 
 class Block(nn.Module):

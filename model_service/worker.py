@@ -13,18 +13,14 @@ heartbeat key and exit.
 
 from __future__ import annotations
 
-import os
+from model_service.xla_options import use_serving_flags
 
-# XNNPACK's CPU kernels make a decode step of gemma3-270m about a third faster on a
-# 2-core CPU (benchmarks/decode.py). XLA reads its flags once, when JAX is imported,
-# so they are set before the imports below bring it in. No effect on accelerators.
-XNNPACK_FLAG = "--xla_cpu_use_xnnpack=true"
-if "xla_cpu_use_xnnpack" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {XNNPACK_FLAG}"
+use_serving_flags()  # before the imports below bring in JAX
 
 import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
+import os  # noqa: E402
 import signal  # noqa: E402
 import socket  # noqa: E402
 import threading  # noqa: E402
@@ -261,7 +257,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--max-queue", type=int, default=32)
     parser.add_argument("--max-length", type=int, default=None)
-    parser.add_argument("--quantize", choices=["none", "int8"], default=None)
+    parser.add_argument(
+        "--quantize",
+        choices=["none", "int8"],
+        default=None,
+        help="weights in int8 or as loaded (default: int8 on a CPU, none elsewhere)",
+    )
     parser.add_argument("--worker-id", default=None)
     args = parser.parse_args(argv)
     logging.basicConfig(

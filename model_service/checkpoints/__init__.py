@@ -63,15 +63,14 @@ class TensorSource:
         return np.asarray(self._tensors[name], np.float32)
 
     def heads(self, name: str, count: int) -> np.ndarray:
-        """A query, key or value projection: [count * H, D] -> [count, D, H]."""
+        """A query, key or value projection: [count * H, D] -> [count, H, D]."""
         cfg = self._config
-        weight = self.take(name).reshape(count, cfg.head_dim, cfg.embed_dim)
-        return weight.transpose(0, 2, 1)
+        return self.take(name).reshape(count, cfg.head_dim, cfg.embed_dim)
 
     def output_heads(self, name: str) -> np.ndarray:
-        """The attention output projection: [D, N * H] -> [N, H, D]."""
+        """The attention output projection: [D, N * H] -> [D, N, H]."""
         cfg = self._config
-        return self.take(name).T.reshape(cfg.num_heads, cfg.head_dim, cfg.embed_dim)
+        return self.take(name).reshape(cfg.embed_dim, cfg.num_heads, cfg.head_dim)
 
     def check_all_taken(self) -> None:
         """Raises `CheckpointError` naming the tensors never taken."""

@@ -5,7 +5,9 @@ Official checkpoints are Orbax PyTrees under a `transformer` key, either nested
 (Gemma 1). The feed-forward weights are `mlp/gating_einsum` and `mlp/linear`, either
 bare or under `w`; Gemma 1 stores `gating_einsum` as [2, embed, hidden] where we (and
 Gemma 2/3) keep [2, hidden, embed]. Official checkpoints carry no config: it is the
-preset whose tree has the same shapes.
+preset whose tree has the same shapes. Our weights keep their contracted axes last
+(see `model_service.modules`), so four weights are transposed on the way in and back on
+the way out (`OFFICIAL_TO_OURS`).
 
 `save` writes `params/` (Orbax, official nested layout) and `gemma_config.json`
 beside it, so a trained model loads back by path with its exact config.
@@ -34,6 +36,33 @@ CONFIG_FILE = "gemma_config.json"
 PARAMS_DIR = "params"
 ROOT = "transformer"
 
+# Axis permutations from the official layout to ours, by the weight's name in a layer.
+OFFICIAL_TO_OURS = {
+    "attn/q_einsum/w": (0, 2, 1),  # [N, D, H] -> [N, H, D]
+    "attn/kv_einsum/w": (0, 1, 3, 2),  # [2, K, D, H] -> [2, K, H, D]
+    "attn/qkv_einsum/w": (0, 1, 3, 2),  # [3, N, D, H] -> [3, N, H, D]
+    "attn/attn_vec_einsum/w": (2, 0, 1),  # [N, H, D] -> [D, N, H]
+    "mlp/linear": (1, 0),  # [F, D] -> [D, F]
+}
+
+
+def _permutation(name: str) -> tuple[int, ...] | None:
+    """The official-to-ours permutation of a flat parameter name, if it has one."""
+    layer_path = name.split("/", 1)[-1]
+    return OFFICIAL_TO_OURS.get(layer_path)
+
+
+def to_official(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Our parameter tree in the official layout (numpy leaves)."""
+    flat = {}
+    for name, value in flatten(params).items():
+        value = np.asarray(value)
+        permutation = _permutation(name)
+        flat[name] = (
+            value if permutation is None else value.transpose(np.argsort(permutation))
+        )
+    return nest(flat)
+
 
 def save(
     directory: str | PathLike[str], params: dict[str, Any], config: TransformerConfig
@@ -50,7 +79,7 @@ def save(
     check_tree(params, config)
     directory = Path(directory).absolute()
     directory.mkdir(parents=True, exist_ok=False)
-    ocp.PyTreeCheckpointer().save(directory / PARAMS_DIR, {ROOT: params})
+    ocp.PyTreeCheckpointer().save(directory / PARAMS_DIR, {ROOT: to_official(params)})
     (directory / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2))
 
 
@@ -121,6 +150,9 @@ def params_from_official(
         gating = (2, config.embed_dim, config.hidden_dim)
         if name.endswith("/mlp/gating_einsum") and value.shape == gating:
             flat[name] = value.transpose(0, 2, 1)
+        elif (permutation := _permutation(name)) and value.ndim == len(permutation):
+            # (a weight of the wrong rank is left for check_tree to name)
+            flat[name] = value.transpose(permutation)
     params = nest(flat)
     check_tree(params, config)
     return params

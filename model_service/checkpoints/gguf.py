@@ -166,11 +166,11 @@ def params_from_tensors(
             "post_attention_norm": {"scale": norm(blk + "post_attention_norm.weight")},
             "pre_ffw_norm": {"scale": norm(blk + "ffn_norm.weight")},
             "mlp": {
-                # gate and up are [F, D] already; down is [D, F].
+                # [out, in] already, as our layout is.
                 "gating_einsum": np.stack(
                     [src.take(blk + f"ffn_{x}.weight") for x in ("gate", "up")]
                 ),
-                "linear": src.take(blk + "ffn_down.weight").T,
+                "linear": src.take(blk + "ffn_down.weight"),
             },
             "post_ffw_norm": {"scale": norm(blk + "post_ffw_norm.weight")},
         }

@@ -189,7 +189,7 @@ def params_from_hf(
             "gating_einsum": np.stack(
                 [src.take(prefix + f"mlp.{x}_proj.weight") for x in ("gate", "up")]
             ),
-            "linear": src.take(prefix + "mlp.down_proj.weight").T,
+            "linear": src.take(prefix + "mlp.down_proj.weight"),
         }
         params[f"layer_{i}"] = layer
 

@@ -58,7 +58,7 @@ def test_it_loads_the_official_gemma1_flat_layout_and_infers_the_preset(tmp_path
     config = get_config("tiny")
     params = random_params(config)
     flat = {}
-    for name, value in flatten(params).items():
+    for name, value in flatten(flax_params.to_official(params)).items():
         module, leaf = name.rsplit("/", 1)
         if name.endswith("mlp/gating_einsum"):
             # Gemma 1 keeps [2, embed, hidden], under "w" like every other weight.
@@ -77,7 +77,8 @@ def test_it_names_what_is_missing_from_a_flax_checkpoint(tmp_path):
     params = random_params(SMALL)
     del params["layer_2"]["attn"]["_key_norm"]
     directory = tmp_path / "broken"
-    ocp.PyTreeCheckpointer().save(directory / "params", {"transformer": params})
+    official = flax_params.to_official(params)
+    ocp.PyTreeCheckpointer().save(directory / "params", {"transformer": official})
     (directory / "gemma_config.json").write_text(json.dumps(SMALL.to_dict()))
     with pytest.raises(CheckpointError, match="layer_2/attn/_key_norm/scale"):
         flax_params.load(tmp_path / "broken")
@@ -106,12 +107,10 @@ def hf_tensors(params, config, *, norms):
         else:
             q, (key, value) = attn["q_einsum"]["w"], attn["kv_einsum"]["w"]
         for proj, w, count in (("q", q, n), ("k", key, k), ("v", value, k)):
-            tensors[prefix + f"self_attn.{proj}_proj.weight"] = w.transpose(
-                0, 2, 1
-            ).reshape(count * h, d)
-        tensors[prefix + "self_attn.o_proj.weight"] = (
-            attn["attn_vec_einsum"]["w"].reshape(n * h, d).T
-        )
+            tensors[prefix + f"self_attn.{proj}_proj.weight"] = w.reshape(count * h, d)
+        tensors[prefix + "self_attn.o_proj.weight"] = attn["attn_vec_einsum"][
+            "w"
+        ].reshape(d, n * h)
         if "_query_norm" in attn:
             tensors[prefix + "self_attn.q_norm.weight"] = attn["_query_norm"]["scale"]
             tensors[prefix + "self_attn.k_norm.weight"] = attn["_key_norm"]["scale"]
@@ -120,7 +119,7 @@ def hf_tensors(params, config, *, norms):
         gate, up = layer["mlp"]["gating_einsum"]
         tensors[prefix + "mlp.gate_proj.weight"] = gate
         tensors[prefix + "mlp.up_proj.weight"] = up
-        tensors[prefix + "mlp.down_proj.weight"] = layer["mlp"]["linear"].T
+        tensors[prefix + "mlp.down_proj.weight"] = layer["mlp"]["linear"]
     return {name: np.ascontiguousarray(t) for name, t in tensors.items()}
 
 

@@ -37,10 +37,16 @@ def final(updates: list):
     return updates[-1]
 
 
-def alone(model, prompt: list[int], params: SamplingParams) -> list[int]:
-    """The tokens of a request decoded on its own, in a batch of one."""
-    sampler = Sampler(model.config, model.params, max_batch=1, max_length=MAX_LENGTH)
-    return sampler.generate([prompt], params, model.tokenizer)[0].token_ids
+def alone(engine: Engine, prompt: list[int], params: SamplingParams) -> list[int]:
+    """The tokens of a request decoded on its own by the sampler's plain loop, with
+    the engine's weights (int8 on a CPU) and batch shape."""
+    sampler = Sampler(
+        engine.sampler.config,
+        engine.sampler.params,
+        max_batch=engine.max_batch,
+        max_length=MAX_LENGTH,
+    )
+    return sampler.generate([prompt], params, engine.tokenizer)[0].token_ids
 
 
 def test_it_decodes_greedily_like_the_sampler_alone(model, engine) -> None:
@@ -51,7 +57,7 @@ def test_it_decodes_greedily_like_the_sampler_alone(model, engine) -> None:
 
     done = final(updates["a"])
     assert done.finish_reason == "length"
-    assert done.all_token_ids == alone(model, prompt, params)
+    assert done.all_token_ids == alone(engine, prompt, params)
     assert [t for u in updates["a"] for t in u.token_ids] == done.all_token_ids
     assert "".join(u.text for u in updates["a"]) == done.full_text
 
@@ -68,8 +74,8 @@ def test_it_gives_a_request_joining_a_running_batch_the_same_tokens(model, engin
     updates.append(engine.add("second", second, sampled))
     by_request = run_to_end(engine, updates)
 
-    assert final(by_request["first"]).all_token_ids == alone(model, first, greedy)
-    assert final(by_request["second"]).all_token_ids == alone(model, second, sampled)
+    assert final(by_request["first"]).all_token_ids == alone(engine, first, greedy)
+    assert final(by_request["second"]).all_token_ids == alone(engine, second, sampled)
 
 
 def test_it_reuses_the_row_of_a_finished_request(model, engine) -> None:
@@ -78,7 +84,7 @@ def test_it_reuses_the_row_of_a_finished_request(model, engine) -> None:
 
     for name in ("one", "two", "three", "four"):
         by_request = run_to_end(engine, [engine.add(name, prompt, params)])
-        assert final(by_request[name]).all_token_ids == alone(model, prompt, params)
+        assert final(by_request[name]).all_token_ids == alone(engine, prompt, params)
     assert engine.free_slots == 3
 
 
@@ -92,7 +98,7 @@ def test_it_cancels_a_request_mid_stream_keeping_its_partial_text(model, engine)
     done = engine.cancel("c")
 
     assert done.finish_reason == "cancelled"
-    assert done.all_token_ids == alone(model, prompt, params)[:5]
+    assert done.all_token_ids == alone(engine, prompt, params)[:5]
     assert done.full_text == "".join(u.text for u in [*updates, done])
     assert engine.active == []
 
@@ -115,7 +121,7 @@ def test_it_fails_a_poisoned_request_alone(model, engine, poison) -> None:
     by_request = run_to_end(engine, updates)
 
     assert "bad" not in by_request
-    assert final(by_request["ok"]).all_token_ids == alone(model, prompt, params)
+    assert final(by_request["ok"]).all_token_ids == alone(engine, prompt, params)
 
 
 def test_it_rejects_an_invalid_setting_that_skipped_validation(model, engine) -> None:
