@@ -10,8 +10,11 @@ from flax import linen as nn
 
 from model_service.quantize import QuantizedWeight
 
-# Rows of an int8 weight converted to float at a time in a product with several rows
-# of activations (1024 x 640 floats: 2.6 MB).
+# Up to this many rows of activations go through int8 x int8 products (a decode step
+# of a batch); more (a prefill) multiply float blocks of the weight: at 8 rows the
+# first is twice as fast, at 200 rows the second (benchmarks/decode.py's shapes).
+MAX_ROWS_IN_INT8 = 32
+# Rows of an int8 weight converted to float at a time (1024 x 640 floats: 2.6 MB).
 WEIGHT_ROWS_PER_BLOCK = 1024
 
 
@@ -62,20 +65,49 @@ def _quantized_einsum(
 def _int8_matmul(x: jax.Array, values: jax.Array) -> jax.Array:
     """x [R, K] (float) times int8 values [M, K] transposed -> [R, M] float.
 
-    The activations stay exact: only the weights are int8 (int8 activations, one
-    scale per row, cost Gemma 3 270M a tenth of its top-1 agreement with the float
-    model). One row (a decode step at batch 1) reads the weight once: XLA on CPU fuses
-    the int8-to-float conversion into the product of a row with [M, K]^T, and only
-    into that form. For several rows it would first write a float copy of the whole
-    weight, so the weight goes in blocks of rows small enough to stay in the CPU's
-    cache while they are converted and used.
+    Only the weights are int8; the activations keep (about) float precision: int8
+    activations with one scale per row cost Gemma 3 270M a tenth of its top-1
+    agreement with the float model. Three forms, by what XLA on a CPU does fast:
+
+    - one row (a decode step at batch 1): XLA fuses the int8-to-float conversion into
+      the product of a row with [M, K]^T, and only into that form, reading each
+      weight byte once;
+    - a few rows (a decode step of a batch): an int8 x int8 -> int32 product, with
+      each row split in two int8 halves (`_two_int8_halves`), about as exact as
+      float32 and twice as fast as converting the weight;
+    - many rows (a prefill): the weight converted to float in blocks of rows small
+      enough to stay in the CPU's cache while they are used.
     """
-    if x.shape[0] == 1:
+    rows, depth = x.shape[0], values.shape[1]
+    if rows == 1:
         return x @ values.astype(x.dtype).T
-    rows, depth = values.shape
-    blocks = values.reshape(-1, math.gcd(rows, WEIGHT_ROWS_PER_BLOCK), depth)
+    if rows <= MAX_ROWS_IN_INT8:
+        halves, scales = _two_int8_halves(x.astype(jnp.float32))
+        y = jax.lax.dot_general(
+            halves, values, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32
+        )
+        y = y.astype(jnp.float32) * scales
+        return (y[:rows] + y[rows:]).astype(x.dtype)
+    size = math.gcd(values.shape[0], WEIGHT_ROWS_PER_BLOCK)
+    blocks = values.reshape(-1, size, depth)
     y = jax.lax.map(lambda block: x @ block.astype(x.dtype).T, blocks)  # [n, R, b]
-    return jnp.moveaxis(y, 0, 1).reshape(x.shape[0], rows)
+    return jnp.moveaxis(y, 0, 1).reshape(rows, -1)
+
+
+def _two_int8_halves(x: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Rows x [R, K] as int8 [2R, K] and scales [2R, 1]: x = high * s + low * s / 254.
+
+    `high` is the row quantized with one scale (its largest entry / 127); `low` is
+    what that leaves (at most half a step) quantized again, 254 times finer. The
+    error is 1/64516 of the row's largest entry, where one int8 half alone would
+    leave 1/254: a row with an outlier loses its small entries to that.
+    """
+    step = jnp.max(jnp.abs(x), axis=1, keepdims=True) / 127.0
+    step = jnp.where(step > 0, step, 1.0)
+    high = jnp.round(x / step)
+    low = jnp.round((x - high * step) / (step / 254.0))
+    halves = jnp.concatenate([high, low]).astype(jnp.int8)
+    return halves, jnp.concatenate([step, step / 254.0])
 
 
 def embedding_lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
