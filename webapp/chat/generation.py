@@ -107,21 +107,21 @@ def run_answer(answer_id: int) -> None:
     answer = claim(answer_id)
     if answer is None:
         return
-    relay = Relay(answer)
+    saver = AnswerSaver(answer)
     try:
         for event in client().stream(answer.request_id):
             if event["type"] == "piece":
-                relay.add(event["text"], len(event["token_ids"]))
+                saver.add(event["text"], len(event["token_ids"]))
             elif event["type"] == "done":
-                relay.finish(event)
+                saver.finish(event)
             else:
-                relay.fail(f"Generation failed: {event['message']}")
+                saver.fail(f"Generation failed: {event['message']}")
     except Exception as exc:  # whatever happens, the answer must not stay "streaming"
-        relay.fail(f"Generation failed: {type(exc).__name__}: {exc}")
+        saver.fail(f"Generation failed: {type(exc).__name__}: {exc}")
         raise
 
 
-class Relay:
+class AnswerSaver:
     """Collects an answer's pieces; saves them at most every FLUSH_EVERY_S."""
 
     def __init__(self, answer: Message) -> None:
