@@ -18,7 +18,9 @@ MAX_ROWS_IN_INT8 = 32
 WEIGHT_ROWS_PER_BLOCK = 1024
 
 
-def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
+def weight_einsum(
+    equation: str, x: jax.Array, weight: jax.Array, *, int8_rows: bool = False
+) -> jax.Array:
     """Multiplies activations by a weight: every weight matmul of the model is here.
 
     Keeping all of them in one function leaves one place to change when weights are
@@ -29,17 +31,21 @@ def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
             contracted axes are its last ones.
         x: activations.
         weight: the parameter; it is cast to the activations' dtype.
+        int8_rows: an int8 weight multiplies even a single row of activations as
+            int8 halves (see `_int8_matmul`). For activations that XLA would
+            otherwise fuse into the one-row product and recompute for every output:
+            the attention's sum of its parts, before its output projection.
 
     Returns:
         The einsum of `x` and `weight`.
     """
     if isinstance(weight, QuantizedWeight):
-        return _quantized_einsum(equation, x, weight)
+        return _quantized_einsum(equation, x, weight, int8_rows)
     return jnp.einsum(equation, x, weight.astype(x.dtype))
 
 
 def _quantized_einsum(
-    equation: str, x: jax.Array, weight: QuantizedWeight
+    equation: str, x: jax.Array, weight: QuantizedWeight, int8_rows: bool
 ) -> jax.Array:
     """`weight_einsum` for an int8 weight, as one 2-D product [rows, K] x [M, K]^T.
 
@@ -56,13 +62,13 @@ def _quantized_einsum(
     rest_shape = rows.shape[: len(rest)]
     kept_shape = weight.values.shape[: len(kept)]
     values = weight.values.reshape(math.prod(kept_shape), -1)
-    y = _int8_matmul(rows.reshape(-1, values.shape[1]), values)
+    y = _int8_matmul(rows.reshape(-1, values.shape[1]), values, int8_rows)
     y = y * weight.scale.reshape(-1).astype(y.dtype)
     y = y.reshape(*rest_shape, *kept_shape)
     return jnp.einsum(f"{rest}{kept}->{out}", y).astype(x.dtype)
 
 
-def _int8_matmul(x: jax.Array, values: jax.Array) -> jax.Array:
+def _int8_matmul(x: jax.Array, values: jax.Array, int8_rows: bool) -> jax.Array:
     """x [R, K] (float) times int8 values [M, K] transposed -> [R, M] float.
 
     Only the weights are int8; the activations keep (about) float precision: int8
@@ -71,7 +77,9 @@ def _int8_matmul(x: jax.Array, values: jax.Array) -> jax.Array:
 
     - one row (a decode step at batch 1): XLA fuses the int8-to-float conversion into
       the product of a row with [M, K]^T, and only into that form, reading each
-      weight byte once;
+      weight byte once. It fuses the row's own producers too, recomputing them for
+      each of the M outputs: where they are more than a few cheap steps, `int8_rows`
+      sends the row through the next form, whose quantization XLA cannot fuse;
     - a few rows (a decode step of a batch): an int8 x int8 -> int32 product, with
       each row split in two int8 halves (`_two_int8_halves`), about as exact as
       float32 and twice as fast as converting the weight;
@@ -79,7 +87,7 @@ def _int8_matmul(x: jax.Array, values: jax.Array) -> jax.Array:
       enough to stay in the CPU's cache while they are used.
     """
     rows, depth = x.shape[0], values.shape[1]
-    if rows == 1:
+    if rows == 1 and not int8_rows:
         return x @ values.astype(x.dtype).T
     if rows <= MAX_ROWS_IN_INT8:
         halves, scales = _two_int8_halves(x.astype(jnp.float32))
@@ -123,15 +131,17 @@ class Einsum(nn.Module):
     Attributes:
         shape: the weight's shape.
         weight_name: the parameter's name (`w` in the official checkpoints).
+        int8_rows: passed to `weight_einsum`.
     """
 
     shape: tuple[int, ...]
     weight_name: str = "w"
+    int8_rows: bool = False
 
     @nn.compact
     def __call__(self, equation: str, x: jax.Array) -> jax.Array:
         weight = self.param(self.weight_name, nn.initializers.normal(), self.shape)
-        return weight_einsum(equation, x, weight)
+        return weight_einsum(equation, x, weight, int8_rows=self.int8_rows)
 
 
 class RMSNorm(nn.Module):
