@@ -4,7 +4,9 @@ step boundaries.
 A new request is prefilled on its own (a one-row cache) and its row is copied into a
 free slot of the running batch; then every `step` decodes one token for all rows at
 once, each row with its own position, settings and key. A finished, cancelled or
-failed request frees its slot for the next one. The engine knows nothing of Redis: the
+failed request frees its slot for the next one. The batch holds two rows while two
+requests fit and `max_batch` rows otherwise (`Sampler.batch_sizes`): a step costs about
+what its rows cost, busy or free. The engine knows nothing of Redis: the
 worker (`model_service.worker`) feeds it and publishes what it returns.
 """
 
@@ -71,14 +73,18 @@ class Engine:
             model.config, params, max_batch=max_batch, max_length=max_length
         )
         self.max_batch = max_batch
-        self.state = self.sampler.init_state()
+        self.state = self.sampler.init_state(self.sampler.batch_sizes[0])
         self.slots: dict[str, int] = {}
         self.generations: dict[str, Generation] = {}
 
     def warm_up(self) -> None:
-        """Compiles prefill (smallest bucket), start and step before any request."""
-        self.add("warm-up", [self.tokenizer.bos_id], SamplingParams(max_new_tokens=2))
-        while self.active:
+        """Compiles prefill (smallest bucket), start, step and resize for every batch
+        size before any request."""
+        warm_up = SamplingParams(max_new_tokens=2)
+        names = [f"warm-up-{i}" for i in range(self.sampler.batch_sizes[-1])]
+        for name in names:  # grows the batch through every size
+            self.add(name, [self.tokenizer.bos_id], warm_up)
+        while self.active:  # and shrinks it back
             self.step()
 
     @property
@@ -110,7 +116,8 @@ class Engine:
             raise RuntimeError("no free row in the batch")
         params.validate()
         prefilled = self.sampler.prefill(prompt_ids)
-        slot = min(set(range(self.max_batch)) - set(self.slots.values()))
+        self._fit(len(self.slots) + 1)
+        slot = min(set(range(self.rows)) - set(self.slots.values()))
         generation = Generation(
             self.tokenizer, params, len(prompt_ids), self.sampler.max_length
         )
@@ -145,6 +152,23 @@ class Engine:
         """Frees a request's row without an answer (it failed or the worker stops)."""
         self.state = self.sampler.free(self.state, self.slots.pop(request_id))
         self.generations.pop(request_id)
+        self._fit(len(self.slots))
+
+    @property
+    def rows(self) -> int:
+        """Rows of the running batch, free ones included."""
+        return self.state.positions.shape[0]
+
+    def _fit(self, requests: int) -> None:
+        """Moves the requests into the smallest batch size that holds `requests`."""
+        rows = min(size for size in self.sampler.batch_sizes if size >= requests)
+        if rows == self.rows:
+            return
+        names = list(self.slots)
+        self.state = self.sampler.resize(
+            self.state, [self.slots[name] for name in names], rows
+        )
+        self.slots = {name: slot for slot, name in enumerate(names)}
 
     def _update(self, request_id: str, piece: Piece) -> Update:
         generation = self.generations[request_id]

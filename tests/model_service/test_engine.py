@@ -78,6 +78,35 @@ def test_it_gives_a_request_joining_a_running_batch_the_same_tokens(model, engin
     assert final(by_request["second"]).all_token_ids == alone(engine, second, sampled)
 
 
+def test_it_grows_and_shrinks_the_batch_without_changing_any_tokens(model, engine):
+    texts = {"long": "The longest one", "mid": "Middle", "short": "S"}
+    prompts = {
+        name: model.tokenizer.encode(text, add_bos=True) for name, text in texts.items()
+    }
+    lengths = {"long": 14, "mid": 10, "short": 3}
+    params = {
+        name: SamplingParams(temperature=0.8, seed=i, max_new_tokens=lengths[name])
+        for i, name in enumerate(prompts)
+    }
+    rows = [engine.rows]
+
+    updates = []
+    for name in prompts:  # the third request grows the batch from two rows to three
+        updates.append(engine.add(name, prompts[name], params[name]))
+        updates += engine.step()
+        rows.append(engine.rows)
+    while engine.active:  # "short" ends first, and the last two fit in two rows
+        updates += engine.step()
+        rows.append(engine.rows)
+    by_request = run_to_end(engine, updates)
+
+    assert rows[0] == 2 and 3 in rows and rows[-1] == 2
+    for name in prompts:
+        assert final(by_request[name]).all_token_ids == alone(
+            engine, prompts[name], params[name]
+        )
+
+
 def test_it_reuses_the_row_of_a_finished_request(model, engine) -> None:
     prompt = model.tokenizer.encode("Row reuse", add_bos=True)
     params = SamplingParams(max_new_tokens=3)
