@@ -18,7 +18,13 @@ from typing import Any
 
 from model_service.chat_format import format_conversation
 from model_service.quantize import default_quantization, quantize_params
-from model_service.sampler import Generation, Piece, Sampler
+from model_service.sampler import (
+    MAX_CHUNK,
+    MIN_CHUNK,
+    Generation,
+    Piece,
+    Sampler,
+)
 from model_service.sampling import SamplingParams
 
 log = logging.getLogger("model_service.engine")
@@ -78,12 +84,15 @@ class Engine:
         self.generations: dict[str, Generation] = {}
 
     def warm_up(self) -> None:
-        """Compiles prefill (smallest bucket), start, step and resize for every batch
-        size before any request."""
+        """Compiles every prefill pass, and start, step and resize for every batch
+        size, before any request."""
         warm_up = SamplingParams(max_new_tokens=2)
-        names = [f"warm-up-{i}" for i in range(self.sampler.batch_sizes[-1])]
-        for name in names:  # grows the batch through every size
-            self.add(name, [self.tokenizer.bos_id], warm_up)
+        # MAX_CHUNK + MAX_CHUNK / 2 + ... + MIN_CHUNK tokens: one pass of each size.
+        longest = min(2 * MAX_CHUNK - MIN_CHUNK, self.sampler.max_length - 1)
+        prompts = [[self.tokenizer.bos_id] * longest]
+        prompts += [[self.tokenizer.bos_id]] * (self.sampler.batch_sizes[-1] - 1)
+        for i, prompt in enumerate(prompts):  # grows the batch through every size
+            self.add(f"warm-up-{i}", prompt, warm_up)
         while self.active:  # and shrinks it back
             self.step()
 

@@ -3,8 +3,9 @@
 The four pieces (as in gemma's `gm.text` sampler):
 
 - policies and settings: `model_service.sampling`;
-- `Sampler.prefill`: runs a prompt through the model into a one-row cache, padded to a
-  fixed bucket length so that new prompt lengths do not compile new programs;
+- `Sampler.prefill`: runs a prompt through the model into a one-row cache, in passes
+  of a few fixed sizes (`prefill_chunks`) so that new prompt lengths do not compile new
+  programs and little of each pass is padding;
 - `Sampler.start` / `Sampler.step`: pure jitted functions over a `DecodeState` of
   `max_batch` rows; `start` puts a prefilled row into a free slot and samples its first
   token, `step` decodes one token for every row. Rows are at different positions and
@@ -28,6 +29,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from model_service import cache as kv_cache
@@ -37,7 +39,11 @@ from model_service.detokenize import StopMatcher, StreamingDetokenizer
 from model_service.sampling import MAX_TOP_K, SamplingParams, sample_rows
 from model_service.transformer import Transformer
 
-MIN_BUCKET = 16
+# Prefill pass sizes: the powers of two from MIN_CHUNK to MAX_CHUNK. On a CPU the
+# model's products cost about the same per token from 128 rows on, so longer passes
+# would only pad more.
+MIN_CHUNK = 16
+MAX_CHUNK = 128
 DEFAULT_MAX_LENGTH = 4096
 
 
@@ -50,12 +56,21 @@ def default_dtype() -> jnp.dtype:
     return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
 
 
-def bucket_length(length: int, max_length: int) -> int:
-    """The padded prefill length: the next power of two, at least MIN_BUCKET."""
-    bucket = MIN_BUCKET
-    while bucket < length:
-        bucket *= 2
-    return min(bucket, max_length)
+def prefill_chunks(length: int) -> list[int]:
+    """The sizes of the passes that prefill a prompt of `length` tokens.
+
+    The largest pass size that the rest fills, repeatedly; only the last pass, of
+    MIN_CHUNK, is padded: 200 tokens run as 128 + 64 + 16 (8 of them padding), where
+    one padded pass would run 256.
+    """
+    chunks = []
+    while length > 0:
+        size = MAX_CHUNK
+        while size > MIN_CHUNK and size > length:
+            size //= 2
+        chunks.append(size)
+        length -= size
+    return chunks
 
 
 @struct.dataclass
@@ -168,24 +183,30 @@ class Sampler:
             )
 
     def prefill(self, prompt_ids: Sequence[int]) -> Prefilled:
-        """Runs the prompt into a fresh one-row cache (padded to its bucket)."""
+        """Runs the prompt into a fresh one-row cache in passes (`prefill_chunks`)."""
         self.check_prompt(prompt_ids)
-        length = len(prompt_ids)
-        bucket = bucket_length(length, self.max_length)
-        tokens = (
-            jnp.zeros((1, bucket), jnp.int32)
-            .at[0, :length]
-            .set(jnp.asarray(prompt_ids, jnp.int32))
+        cache = empty_cache_fn(
+            self.config, dtype=self.dtype, max_length=self.max_length
         )
-        positions = jnp.where(jnp.arange(bucket) < length, jnp.arange(bucket), -1)
-        cache, logits = prefill_fn(
-            self.params,
-            tokens,
-            positions[None].astype(jnp.int32),
-            jnp.int32(length - 1),
-            **self.static,
-        )
-        return Prefilled(cache=cache, logits=logits, length=length)
+        start = 0
+        for size in prefill_chunks(len(prompt_ids)):
+            chunk = prompt_ids[start : start + size]
+            tokens = np.zeros((1, size), np.int32)
+            tokens[0, : len(chunk)] = chunk
+            positions = np.full((1, size), -1, np.int32)
+            positions[0, : len(chunk)] = np.arange(start, start + len(chunk))
+            cache, hidden = prefill_fn(
+                self.params,
+                cache,
+                tokens,
+                positions,
+                np.int32(len(chunk) - 1),
+                config=self.config,
+                dtype=self.dtype,
+            )
+            start += size
+        logits = logits_fn(self.params, hidden, config=self.config)
+        return Prefilled(cache=cache, logits=logits, length=len(prompt_ids))
 
     def start(
         self,
@@ -277,24 +298,37 @@ class Sampler:
 
 
 @functools.partial(jax.jit, static_argnames=("config", "dtype", "max_length"))
+def empty_cache_fn(
+    config: TransformerConfig, *, dtype: jnp.dtype, max_length: int
+) -> kv_cache.Cache:
+    return kv_cache.init_cache(config, batch_size=1, length=max_length, dtype=dtype)
+
+
+@functools.partial(jax.jit, donate_argnums=(1,), static_argnames=("config", "dtype"))
 def prefill_fn(
     params: Any,
+    cache: kv_cache.Cache,  # one row, holding the prompt's earlier passes
     tokens: jax.Array,  # [1, T]
     positions: jax.Array,  # [1, T]
-    last: jax.Array,  # index of the prompt's last token
+    last: jax.Array,  # index of the pass's last prompt token
     *,
     config: TransformerConfig,
     dtype: jnp.dtype,
-    max_length: int,
 ) -> tuple[kv_cache.Cache, jax.Array]:
-    cache = kv_cache.init_cache(config, batch_size=1, length=max_length, dtype=dtype)
+    """One prefill pass: the cache with these tokens in it, and the last one's hidden
+    state (XLA drops the unused [T, vocab] logits)."""
     out = Transformer(config=config, dtype=dtype).apply(
         {"params": params}, tokens, positions, cache
     )
-    # Project only the last position: the full [T, vocab] logits would cost T times
-    # the output projection, and XLA drops `out.logits` when unused.
-    hidden = jax.lax.dynamic_index_in_dim(out.hidden[0], last, keepdims=False)
-    return out.cache, project(params, hidden[None], config)[0]
+    return out.cache, jax.lax.dynamic_index_in_dim(out.hidden[0], last, keepdims=False)
+
+
+@functools.partial(jax.jit, static_argnames=("config",))
+def logits_fn(
+    params: Any, hidden: jax.Array, *, config: TransformerConfig
+) -> jax.Array:
+    """Logits [V] of one final hidden state [D]."""
+    return project(params, hidden[None], config)[0]
 
 
 def project(params: Any, hidden: jax.Array, config: TransformerConfig) -> jax.Array:

@@ -126,12 +126,27 @@ def test_it_rejects_token_ids_outside_the_vocabulary(model, sampler) -> None:
         sampler.prefill([2, model.config.vocab_size])
 
 
-def test_it_compiles_prefill_once_per_bucket(model, sampler) -> None:
-    sampler.prefill(prompt_of(model, "one two three"))
+def test_it_compiles_prefill_once_per_pass_size(model, sampler) -> None:
+    sampler.prefill([2] * 40)  # passes of 32 and 16
     compiled = prefill_fn._cache_size()
 
-    sampler.prefill(prompt_of(model, "one two three four five"))  # same bucket (16)
+    sampler.prefill([2] * 50)  # 32 + 16 + 16
+    sampler.prefill(prompt_of(model, "one two three four five"))  # 16
     assert prefill_fn._cache_size() == compiled
+
+
+def test_it_prefills_in_passes_as_the_full_forward(model, sampler) -> None:
+    words = prompt_of(model, "a prompt long enough for three passes")
+    prompt = (words + words[1:] * 10)[:50]  # passes of 32, 16 and 2 padded to 16
+    tokens = jnp.zeros((1, MAX_LENGTH), jnp.int32).at[0, :50].set(jnp.asarray(prompt))
+    positions = jnp.where(jnp.arange(MAX_LENGTH) < 50, jnp.arange(MAX_LENGTH), -1)
+    full = full_forward(model.config)(
+        {"params": model.params}, tokens, positions[None]
+    ).logits[0, 49]
+
+    prefilled = sampler.prefill(prompt)
+
+    assert jnp.allclose(prefilled.logits, full, atol=1e-4, rtol=1e-4)
 
 
 def test_it_ends_at_the_end_of_turn_and_keeps_its_logprob(model) -> None:
