@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from model_service.chat_format import format_conversation
+from model_service.layers import MAX_ROWS_IN_INT8
 from model_service.quantize import default_quantization, quantize_params
 from model_service.sampler import (
     MAX_CHUNK,
@@ -56,7 +57,8 @@ class Engine:
 
     Args:
         model: a `LoadedModel` (config, params, tokenizer).
-        max_batch: rows decoded together.
+        max_batch: rows decoded together (at most `layers.MAX_ROWS_IN_INT8` with
+            int8 weights).
         max_length: positions per row (prompt and answer).
         quantize: "int8" to store every matmul weight as int8 with per-channel
             scales (`model_service.quantize`), "none" to keep them as loaded; default
@@ -73,6 +75,13 @@ class Engine:
     ) -> None:
         params = model.params
         if (quantize or default_quantization()) == "int8":
+            if max_batch > MAX_ROWS_IN_INT8:
+                raise ValueError(
+                    f"max_batch={max_batch}: with int8 weights, more than "
+                    f"{MAX_ROWS_IN_INT8} rows take float products whose last bits "
+                    "differ from a small batch's, and a request's tokens would "
+                    "depend on how many others run beside it"
+                )
             params = quantize_params(params)
         self.tokenizer = model.tokenizer
         self.sampler = Sampler(
