@@ -34,7 +34,13 @@ import redis.asyncio
 from model_service.sampling import SamplingParams
 
 WORKER_PREFIX = "gemma:worker:"
+# The ids of the workers that sent a heartbeat lately, scored by its time: readers look
+# up a handful of keys instead of scanning a keyspace that every request adds to.
+WORKERS_KEY = "gemma:workers"
 HEARTBEAT_TTL_S = 5
+# A worker gone for this long (it crashed: a stopping worker leaves at once) is pruned
+# from WORKERS_KEY by the next heartbeat of any worker.
+FORGET_AFTER_S = 60
 RESULT_TTL_S = 3600
 # How long a reader blocks on the stream before it checks that a worker is still there.
 POLL_MS = 1000
@@ -52,6 +58,20 @@ return 1
 
 def worker_key(worker_id: str) -> str:
     return WORKER_PREFIX + worker_id
+
+
+def beat(pipe: redis.client.Pipeline, worker_id: str, description: str) -> None:
+    """Queues a worker's heartbeat on a pipeline: its key, its entry in WORKERS_KEY."""
+    now = time.time()
+    pipe.set(worker_key(worker_id), description, ex=HEARTBEAT_TTL_S)
+    pipe.zadd(WORKERS_KEY, {worker_id: now})
+    pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - FORGET_AFTER_S)
+
+
+def leave(pipe: redis.client.Pipeline, worker_id: str) -> None:
+    """Queues a worker's departure on a pipeline."""
+    pipe.delete(worker_key(worker_id))
+    pipe.zrem(WORKERS_KEY, worker_id)
 
 
 def queue_key(model: str) -> str:
@@ -130,11 +150,13 @@ def build_request(
     return request_id, payload
 
 
-def parse_workers(raw: dict[str, str | bytes | None]) -> dict[str, dict[str, Any]]:
+def parse_workers(
+    ids: list[str], values: list[str | None]
+) -> dict[str, dict[str, Any]]:
     """Heartbeat values by worker id (keys that expired meanwhile are left out)."""
     return {
-        key.removeprefix(WORKER_PREFIX): json.loads(value)
-        for key, value in raw.items()
+        worker_id: json.loads(value)
+        for worker_id, value in zip(ids, values, strict=True)
         if value is not None
     }
 
@@ -211,9 +233,9 @@ class GenerationClient:
         self._submit = self.redis.register_script(_SUBMIT_LUA)
 
     def alive_workers(self) -> dict[str, dict[str, Any]]:
-        keys = list(self.redis.scan_iter(match=WORKER_PREFIX + "*", count=100))
-        values = self.redis.mget(keys) if keys else []
-        return parse_workers(dict(zip(keys, values, strict=True)))
+        ids = self.redis.zrange(WORKERS_KEY, 0, -1)
+        values = self.redis.mget([worker_key(i) for i in ids]) if ids else []
+        return parse_workers(ids, values)
 
     def submit(
         self,
@@ -277,9 +299,9 @@ class AsyncGenerationClient:
         self._submit = self.redis.register_script(_SUBMIT_LUA)
 
     async def alive_workers(self) -> dict[str, dict[str, Any]]:
-        keys = [k async for k in self.redis.scan_iter(match=WORKER_PREFIX + "*")]
-        values = await self.redis.mget(keys) if keys else []
-        return parse_workers(dict(zip(keys, values, strict=True)))
+        ids = await self.redis.zrange(WORKERS_KEY, 0, -1)
+        values = await self.redis.mget([worker_key(i) for i in ids]) if ids else []
+        return parse_workers(ids, values)
 
     async def submit(
         self,

@@ -50,17 +50,18 @@ class Heartbeat(threading.Thread):
 
     def run(self) -> None:
         conn = redis.Redis.from_url(self.worker.redis_url)
+        worker_id = self.worker.worker_id
         while not self.stopped.is_set():
             try:
-                conn.set(
-                    proto.worker_key(self.worker.worker_id),
-                    json.dumps(self.worker.describe()),
-                    ex=proto.HEARTBEAT_TTL_S,
-                )
+                with conn.pipeline() as pipe:
+                    proto.beat(pipe, worker_id, json.dumps(self.worker.describe()))
+                    pipe.execute()
             except redis.RedisError:
                 log.exception("heartbeat failed; retrying")
             self.stopped.wait(HEARTBEAT_EVERY_S)
-        conn.delete(proto.worker_key(self.worker.worker_id))
+        with conn.pipeline() as pipe:
+            proto.leave(pipe, worker_id)
+            pipe.execute()
         conn.close()
 
 

@@ -5,6 +5,7 @@ import json
 import os
 import signal
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from urllib.parse import urlsplit, urlunsplit
@@ -193,3 +194,28 @@ def test_it_answers_busy_when_full_errors_when_frozen_and_leaves_cleanly(
     assert process.returncode == 0
     assert worker_id not in client.alive_workers()
     client.close()
+
+
+def test_a_heartbeat_forgets_workers_gone_for_a_minute(client) -> None:
+    now = time.time()
+    ids = {f"{name}-{uuid.uuid4().hex}": name for name in ("gone", "recent", "me")}
+    by_name = {name: worker_id for worker_id, name in ids.items()}
+    client.redis.zadd(
+        proto.WORKERS_KEY,
+        {by_name["gone"]: now - proto.FORGET_AFTER_S - 1, by_name["recent"]: now - 2},
+    )
+    try:
+        with client.redis.pipeline() as pipe:
+            proto.beat(pipe, by_name["me"], json.dumps({"models": []}))
+            pipe.execute()
+
+        registered = set(client.redis.zrange(proto.WORKERS_KEY, 0, -1))
+        assert {by_name["recent"], by_name["me"]} <= registered
+        assert by_name["gone"] not in registered
+        assert by_name["me"] in client.alive_workers()  # its key is set too
+        assert by_name["recent"] not in client.alive_workers()  # it has no key
+    finally:
+        with client.redis.pipeline() as pipe:
+            for worker_id in ids:
+                proto.leave(pipe, worker_id)
+            pipe.execute()
