@@ -20,8 +20,7 @@ from model_service.chat_format import format_conversation
 from model_service.layers import MAX_ROWS_IN_INT8
 from model_service.quantize import default_quantization, quantize_params
 from model_service.sampler import (
-    MAX_CHUNK,
-    MIN_CHUNK,
+    PREFILL_PASS_COST,
     Generation,
     Piece,
     Sampler,
@@ -96,12 +95,14 @@ class Engine:
         """Compiles every prefill pass, and start, step and resize for every batch
         size, before any request."""
         warm_up = SamplingParams(max_new_tokens=2)
-        # MAX_CHUNK + MAX_CHUNK / 2 + ... + MIN_CHUNK tokens: one pass of each size.
-        longest = min(2 * MAX_CHUNK - MIN_CHUNK, self.sampler.max_length - 1)
-        prompts = [[self.tokenizer.bos_id] * longest]
-        prompts += [[self.tokenizer.bos_id]] * (self.sampler.batch_sizes[-1] - 1)
-        for i, prompt in enumerate(prompts):  # grows the batch through every size
-            self.add(f"warm-up-{i}", prompt, warm_up)
+        bos = self.tokenizer.bos_id
+        for size in PREFILL_PASS_COST:  # a prompt of each pass size, one at a time
+            if size < self.sampler.max_length:
+                self.add(f"warm-up-{size}", [bos] * size, warm_up)
+                while self.active:
+                    self.step()
+        for i in range(self.sampler.batch_sizes[-1]):  # grows the batch to its largest
+            self.add(f"warm-up-row-{i}", [bos], warm_up)
         while self.active:  # and shrinks it back
             self.step()
 

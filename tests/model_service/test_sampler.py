@@ -126,26 +126,29 @@ def test_it_rejects_token_ids_outside_the_vocabulary(model, sampler) -> None:
         sampler.prefill([2, model.config.vocab_size])
 
 
-def test_it_compiles_prefill_once_per_pass_size(model, sampler) -> None:
-    sampler.prefill([2] * 40)  # passes of 32 and 16
+def test_it_compiles_prefill_once_per_pass_size(sampler) -> None:
+    sampler.prefill([2] * 20)  # one pass of 32
     compiled = prefill_fn._cache_size()
 
-    sampler.prefill([2] * 50)  # 32 + 16 + 16
-    sampler.prefill(prompt_of(model, "one two three four five"))  # 16
+    sampler.prefill([2] * 30)  # 32 again
+    sampler.prefill([2] * 17)  # and again
     assert prefill_fn._cache_size() == compiled
 
 
-def test_it_prefills_in_passes_as_the_full_forward(model, sampler) -> None:
+def test_it_prefills_in_passes_as_the_full_forward(model) -> None:
+    length = 200  # passes of 128, 64 and 16 (8 of them padding)
+    sampler = Sampler(model.config, model.params, max_length=256)
     words = prompt_of(model, "a prompt long enough for three passes")
-    prompt = (words + words[1:] * 10)[:50]  # passes of 32, 16 and 2 padded to 16
-    tokens = jnp.zeros((1, MAX_LENGTH), jnp.int32).at[0, :50].set(jnp.asarray(prompt))
-    positions = jnp.where(jnp.arange(MAX_LENGTH) < 50, jnp.arange(MAX_LENGTH), -1)
+    prompt = (words + words[1:] * 40)[:length]
+    tokens = jnp.zeros((1, 256), jnp.int32).at[0, :length].set(jnp.asarray(prompt))
+    positions = jnp.where(jnp.arange(256) < length, jnp.arange(256), -1)
     full = full_forward(model.config)(
         {"params": model.params}, tokens, positions[None]
-    ).logits[0, 49]
+    ).logits[0, length - 1]
 
     prefilled = sampler.prefill(prompt)
 
+    assert len(prompt) == length
     assert jnp.allclose(prefilled.logits, full, atol=1e-4, rtol=1e-4)
 
 
