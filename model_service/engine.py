@@ -19,12 +19,7 @@ from typing import Any
 from model_service.chat_format import format_conversation
 from model_service.layers import MAX_ROWS_IN_INT8
 from model_service.quantize import default_quantization, quantize_params
-from model_service.sampler import (
-    PREFILL_PASS_COST,
-    Generation,
-    Piece,
-    Sampler,
-)
+from model_service.sampler import PREFILL_PASS_COST, Generation, Piece, Sampler
 from model_service.sampling import SamplingParams
 
 log = logging.getLogger("model_service.engine")

@@ -62,17 +62,18 @@ def prefill_passes(length: int) -> tuple[int, ...]:
     (`PREFILL_PASS_COST`): 200 tokens run as 128 + 64 + 16 (8 of them padding), 17 as
     one pass of 32, 100 as one of 128.
     """
-    best: list[tuple[float, tuple[int, ...]]] = [(0.0, ())]  # by tokens covered
+    # cheapest[n]: the least cost of n tokens, and the size of one pass that gets it
+    cheapest: list[tuple[float, int]] = [(0.0, 0)]
     for covered in range(1, length + 1):
-        best.append(
+        cheapest.append(
             min(
-                (best[max(covered - size, 0)][0] + cost, (size,))
+                (cheapest[max(covered - size, 0)][0] + cost, size)
                 for size, cost in PREFILL_PASS_COST.items()
             )
         )
     passes, left = [], length
     while left > 0:
-        (size,) = best[left][1]
+        size = cheapest[left][1]
         passes.append(size)
         left -= size
     return tuple(sorted(passes, reverse=True))
@@ -129,13 +130,6 @@ class Sampler:
         self.params = jax.tree.map(self._in_dtype, params)
         self.max_batch = max_batch
         self.max_length = max_length or min(config.max_seq_len, DEFAULT_MAX_LENGTH)
-        # Static arguments of the jitted functions: samplers of the same model shape
-        # share their compiled programs.
-        self.static = {
-            "config": config,
-            "dtype": self.dtype,
-            "max_length": self.max_length,
-        }
 
     def _in_dtype(self, weight: jax.Array) -> jax.Array:
         if jnp.issubdtype(weight.dtype, jnp.floating) and weight.dtype != self.dtype:
@@ -147,7 +141,7 @@ class Sampler:
     @property
     def batch_sizes(self) -> list[int]:
         """The row counts a continuous batch moves between (`resize`): two rows, where
-        one user alone steps in a third of the time of eight rows, and `max_batch`.
+        one user alone steps in about half the time of eight rows, and `max_batch`.
 
         Not one row: a single row takes the float one-row products
         (`layers._int8_matmul`), whose last bits differ from a batch's, and a
@@ -252,12 +246,9 @@ class Sampler:
         included; the rows after them are free."""
         if len(slots) > rows:
             raise ValueError(f"{len(slots)} rows do not fit in {rows}")
-        sources = (
-            jnp.zeros((rows,), jnp.int32)
-            .at[: len(slots)]
-            .set(jnp.asarray(slots, jnp.int32))
-        )
-        return resize_fn(state, sources, jnp.int32(len(slots)))
+        sources = np.zeros((rows,), np.int32)  # rows past `slots` copy row 0, freed
+        sources[: len(slots)] = slots
+        return resize_fn(state, sources, np.int32(len(slots)))
 
     # Drivers ------------------------------------------------------------------------
 
