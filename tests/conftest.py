@@ -44,6 +44,21 @@ def django_db_modify_db_settings(
         test["NAME"] = f"test_{database['NAME']}_{os.getpid()}"
 
 
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None, django_db_blocker) -> Iterator[None]:
+    """pytest-django's test database, which PostgreSQL must also let go of at the end:
+    threads of this process that served async views and consumers keep their
+    connections open (CONN_MAX_AGE), and DROP DATABASE refuses while any is open."""
+    yield
+    connection = connections["default"]
+    if connection.vendor == "postgresql":
+        with django_db_blocker.unblock(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+
 @pytest.fixture(autouse=True, scope="session")
 def fast_password_hashing() -> None:
     # The default hasher is slow on purpose; tests create many users.
