@@ -104,13 +104,13 @@ class Tokenizer:
         """
         # A lone surrogate (JSON can carry "\ud800") is not text: UnicodeEncodeError.
         text.encode("utf-8")
-        parts = self._split_user_defined(text)
-        fragments = [part for part in parts if isinstance(part, str)]
-        encoded = iter(self._sp.encode(fragments))
         ids = [self.bos_id] if add_bos else []
-        for part in parts:
+        for part in self._split_user_defined(text):
             if isinstance(part, str):
-                ids.extend(next(encoded))
+                # One fragment at a time: given a list, SentencePiece hands it to a
+                # thread pool, which costs more than the encoding of a chat message
+                # (and milliseconds when the cores are busy).
+                ids.extend(self._sp.encode(part))
             else:
                 ids.append(part)
         return ids
