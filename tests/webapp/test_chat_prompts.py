@@ -19,22 +19,30 @@ def conversation(db) -> Conversation:
 
 def answer_after(
     conversation: Conversation, exchanges: list[tuple[str, str]], last: str
-):
-    """Saves the exchanges and a last question; returns the empty answer to it."""
-    parent = None
+) -> tuple[Message, list[Message]]:
+    """Saves the exchanges and a last question; returns the empty answer to it and
+    the messages before it."""
+    history = []
     for question, reply in [*exchanges, (last, None)]:
-        parent = Message.objects.create(
-            conversation=conversation, parent=parent, role="user", content=question
+        history.append(
+            Message.objects.create(
+                conversation=conversation,
+                parent=history[-1] if history else None,
+                role="user",
+                content=question,
+            )
         )
-        parent = Message.objects.create(
-            conversation=conversation,
-            parent=parent,
-            role="model",
-            content=reply or "",
-            max_new_tokens=conversation.max_new_tokens,
-            model_name=MODEL,
+        history.append(
+            Message.objects.create(
+                conversation=conversation,
+                parent=history[-1],
+                role="model",
+                content=reply or "",
+                max_new_tokens=conversation.max_new_tokens,
+                model_name=MODEL,
+            )
         )
-    return parent
+    return history[-1], history[:-1]
 
 
 def turns(exchanges, last):
@@ -49,9 +57,9 @@ def turns(exchanges, last):
 
 def test_it_formats_the_branch_with_the_chat_format(conversation):
     exchanges = [("Hi", "Hello!")]
-    answer = answer_after(conversation, exchanges, "How are you?")
+    answer, history = answer_after(conversation, exchanges, "How are you?")
 
-    prompt = prompts.build_prompt(answer)
+    prompt = prompts.build_prompt(answer, history)
 
     tokenizer = prompts.tokenizer_for(MODEL)
     assert prompt.token_ids == format_conversation(
@@ -62,9 +70,9 @@ def test_it_formats_the_branch_with_the_chat_format(conversation):
 
 def test_it_drops_the_oldest_turns_when_the_context_is_full(conversation):
     exchanges = [(f"Question {i}: " + "word " * 30, "answer " * 30) for i in range(4)]
-    answer = answer_after(conversation, exchanges, "And now?")
+    answer, history = answer_after(conversation, exchanges, "And now?")
 
-    prompt = prompts.build_prompt(answer)
+    prompt = prompts.build_prompt(answer, history)
 
     all_turns = turns(exchanges, "And now?")
     assert prompt.dropped_turns >= 2
@@ -78,6 +86,6 @@ def test_it_drops_the_oldest_turns_when_the_context_is_full(conversation):
 
 
 def test_a_last_message_longer_than_the_context_is_a_clear_error(conversation):
-    answer = answer_after(conversation, [], "word " * 400)
+    answer, history = answer_after(conversation, [], "word " * 400)
     with pytest.raises(prompts.PromptError, match="does not fit the model's context"):
-        prompts.build_prompt(answer)
+        prompts.build_prompt(answer, history)

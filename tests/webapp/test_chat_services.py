@@ -93,6 +93,26 @@ def test_it_answers_each_message_under_the_previous_answer(
     ]
 
 
+def test_a_message_reaches_the_worker_after_one_read_of_the_messages(
+    conversation,
+    generation_worker,
+    django_capture_on_commit_callbacks,
+    django_assert_num_queries,
+):
+    """Every query here is on the way to the first token."""
+    finish(send(conversation, "one", django_capture_on_commit_callbacks))
+    fresh = Conversation.objects.get(pk=conversation.pk)  # as the WebSocket has it
+    # The savepoint, the messages, the two new rows, the new leaf, the release; the
+    # prompt is built from the messages already read, then submitted.
+    with (
+        django_assert_num_queries(6),
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        answer = services.send_message(fresh, "two")
+    answer.refresh_from_db()
+    assert (answer.status, answer.error) == (Message.Status.STREAMING, "")
+
+
 def test_regenerate_adds_a_sibling_and_keeps_the_old_answer(
     conversation, django_capture_on_commit_callbacks
 ):

@@ -78,13 +78,14 @@ def sampling_params(answer: Message) -> SamplingParams:
     )
 
 
-def submit_answer(answer: Message) -> str | None:
-    """Builds the answer's prompt and queues it under the answer's request id.
+def submit_answer(answer: Message, history: list[Message]) -> str | None:
+    """Builds the answer's prompt from `history` (its branch before it, oldest first)
+    and queues it under the answer's request id.
 
     Returns None once queued, else why it was refused (the answer's error message).
     """
     try:
-        prompt = prompts.build_prompt(answer)
+        prompt = prompts.build_prompt(answer, history)
         client().submit(
             answer.model_name,
             prompt.token_ids,

@@ -70,24 +70,15 @@ def context_length(model_name: str) -> int:
     return min(get_config(presets[model_name]).max_seq_len, DEFAULT_MAX_LENGTH)
 
 
-def branch_turns(answer: Message) -> list[dict[str, str]]:
-    """The turns before `answer` on its branch, oldest first."""
-    messages = {m.pk: m for m in answer.conversation.messages.all()}
-    turns = []
-    node = messages.get(answer.parent_id)
-    while node is not None:
-        turns.append({"role": node.role, "content": node.content})
-        node = messages.get(node.parent_id)
-    return turns[::-1]
-
-
-def build_prompt(answer: Message) -> Prompt:
+def build_prompt(answer: Message, history: list[Message]) -> Prompt:
+    """The prompt of `answer`: `history` is its branch before it, oldest first (the
+    caller has it in hand from saving the answer: no query on the way to submit)."""
     tokenizer = tokenizer_for(answer.model_name)
     context = context_length(answer.model_name)
     # Room for the answer, but never more than half the context: a long conversation
     # with a large max_new_tokens keeps its recent turns (the worker caps the answer).
     budget = context - min(answer.max_new_tokens, context // 2)
-    turns = branch_turns(answer)
+    turns = [{"role": m.role, "content": m.content} for m in history]
     try:
         token_ids, dropped = chat_format.fit_to_context(tokenizer, turns, budget)
     except ValueError as exc:

@@ -74,18 +74,31 @@ class BranchItem:
         )
 
 
+def _messages(conversation: Conversation) -> dict[int, Message]:
+    """All the conversation's messages by id, in one query."""
+    return {m.pk: m for m in conversation.messages.all()}
+
+
+def _path(messages: dict[int, Message], leaf: Message | None) -> list[Message]:
+    """From the first message down to `leaf`, oldest first."""
+    path = []
+    while leaf is not None:
+        path.append(leaf)
+        leaf = messages.get(leaf.parent_id)
+    return path[::-1]
+
+
 def current_branch(conversation: Conversation) -> list[BranchItem]:
     """The path from the first message to the current leaf, in one query."""
-    messages = {m.pk: m for m in conversation.messages.all()}
+    messages = _messages(conversation)
     children: dict[int | None, list[int]] = {}
     for message in messages.values():
         children.setdefault(message.parent_id, []).append(message.pk)
-    path = []
-    node = messages.get(conversation.current_leaf_id)
-    while node is not None:
-        path.append(BranchItem(node, sorted(children[node.parent_id])))
-        node = messages.get(node.parent_id)
-    return path[::-1]
+    leaf = messages.get(conversation.current_leaf_id)
+    return [
+        BranchItem(message, sorted(children[message.parent_id]))
+        for message in _path(messages, leaf)
+    ]
 
 
 def _check_text(text: str) -> str:
@@ -100,10 +113,13 @@ def _check_text(text: str) -> str:
     return text
 
 
-def _new_answer(conversation: Conversation, parent: Message) -> Message:
+def _new_answer(conversation: Conversation, history: list[Message]) -> Message:
+    """Saves a streaming answer after `history` (its branch, oldest first) and shows
+    it; after the commit it is submitted, its prompt built from `history` as it is in
+    hand: nothing is read again on the way to the generation worker."""
     answer = Message.objects.create(
         conversation=conversation,
-        parent=parent,
+        parent=history[-1],
         role=Message.Role.MODEL,
         status=Message.Status.STREAMING,
         model_name=conversation.model_name,
@@ -114,14 +130,14 @@ def _new_answer(conversation: Conversation, parent: Message) -> Message:
         request_id=uuid.uuid4().hex,
     )
     _show(conversation, answer)
-    transaction.on_commit(lambda: _start(answer))
+    transaction.on_commit(lambda: _start(answer, history))
     return answer
 
 
-def _start(answer: Message) -> None:
+def _start(answer: Message, history: list[Message]) -> None:
     """Submits the answer, then has a Celery task save it; a refusal fails it now."""
     try:
-        error = submit_answer(answer)
+        error = submit_answer(answer, history)
     except Exception as exc:  # whatever happens, the answer must not stay "streaming"
         log.exception("answer %s could not be submitted", answer.pk)
         error = f"Generation failed: {type(exc).__name__}: {exc}"
@@ -135,39 +151,46 @@ def _start(answer: Message) -> None:
 
 def _show(conversation: Conversation, leaf: Message) -> None:
     conversation.current_leaf = leaf
-    conversation.save(update_fields=["current_leaf", "updated_at"])
+    # The title too, so that a first message names the conversation in this update.
+    conversation.save(update_fields=["current_leaf", "title", "updated_at"])
 
 
 def _add_user_message(
-    conversation: Conversation, parent: Message | None, text: str
+    conversation: Conversation,
+    messages: dict[int, Message],
+    parent: Message | None,
+    text: str,
 ) -> Message:
-    text = _check_text(text)
-    with transaction.atomic():
-        message = Message.objects.create(
-            conversation=conversation,
-            parent=parent,
-            role=Message.Role.USER,
-            content=text,
-        )
-        if parent is None and not conversation.messages.exclude(pk=message.pk).exists():
-            conversation.title = text[:60]
-            conversation.save(update_fields=["title"])
-        return _new_answer(conversation, message)
+    """Saves `text` under `parent` and starts its answer; `messages` are all the
+    conversation's, read in the same transaction."""
+    message = Message.objects.create(
+        conversation=conversation, parent=parent, role=Message.Role.USER, content=text
+    )
+    if parent is None and not messages:
+        conversation.title = text[:60]
+    return _new_answer(conversation, [*_path(messages, parent), message])
 
 
 def send_message(conversation: Conversation, text: str) -> Message:
     """Saves the user's message under the current leaf and starts its answer."""
-    leaf = conversation.current_leaf
-    if leaf is not None and leaf.status == Message.Status.STREAMING:
-        raise ValidationError("Wait for the answer to finish, or stop it, first.")
-    return _add_user_message(conversation, leaf, text)
+    text = _check_text(text)
+    with transaction.atomic():
+        messages = _messages(conversation)
+        leaf = messages.get(conversation.current_leaf_id)
+        if leaf is not None and leaf.status == Message.Status.STREAMING:
+            raise ValidationError("Wait for the answer to finish, or stop it, first.")
+        return _add_user_message(conversation, messages, leaf, text)
 
 
 def edit_message(message: Message, text: str) -> Message:
     """Branches: a new user message beside `message`, with a new answer."""
     if message.role != Message.Role.USER:
         raise ValidationError("Only your own messages can be edited.")
-    return _add_user_message(message.conversation, message.parent, text)
+    text = _check_text(text)
+    with transaction.atomic():
+        messages = _messages(message.conversation)
+        parent = messages.get(message.parent_id)
+        return _add_user_message(message.conversation, messages, parent, text)
 
 
 def regenerate(answer: Message) -> Message:
@@ -175,7 +198,9 @@ def regenerate(answer: Message) -> Message:
     if not answer.is_answer:
         raise ValidationError("Only answers can be regenerated.")
     with transaction.atomic():
-        return _new_answer(answer.conversation, answer.parent)
+        messages = _messages(answer.conversation)
+        history = _path(messages, messages[answer.parent_id])
+        return _new_answer(answer.conversation, history)
 
 
 def switch_to(message: Message) -> None:
