@@ -5,6 +5,8 @@ refuses `javascript:` links; nh3 then keeps only an allow-list of tags and attri
 so even a renderer bug cannot let a `<script>` or an `onerror=` through.
 """
 
+import functools
+
 import nh3
 from markdown_it import MarkdownIt
 
@@ -18,6 +20,10 @@ ALLOWED_TAGS = {
 ALLOWED_ATTRIBUTES = {"a": {"href", "title"}, "ol": {"start"}, "code": {"class"}}
 
 
+# A page gets its whole branch again after every action, during the answer's prefill;
+# finished answers do not change, so each is rendered once (about 1.5 ms per 2,000
+# characters) and then comes from here. Keyed by the text alone: the output is too.
+@functools.lru_cache(maxsize=256)
 def render_markdown(text: str) -> str:
     return nh3.clean(
         _markdown.render(text),
