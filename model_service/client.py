@@ -56,6 +56,17 @@ return 1
 """
 
 
+# The ids in WORKERS_KEY and each one's heartbeat (nil once expired), as [ids, values]:
+# one round trip, on the way of every submit.
+# KEYS: WORKERS_KEY; ARGV: WORKER_PREFIX.
+_WORKERS_LUA = """
+local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
+local values = {}
+for i, id in ipairs(ids) do values[i] = redis.call('GET', ARGV[1] .. id) end
+return {ids, values}
+"""
+
+
 def worker_key(worker_id: str) -> str:
     return WORKER_PREFIX + worker_id
 
@@ -231,10 +242,10 @@ class GenerationClient:
     def __init__(self, redis_url: str) -> None:
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
         self._submit = self.redis.register_script(_SUBMIT_LUA)
+        self._workers = self.redis.register_script(_WORKERS_LUA)
 
     def alive_workers(self) -> dict[str, dict[str, Any]]:
-        ids = self.redis.zrange(WORKERS_KEY, 0, -1)
-        values = self.redis.mget([worker_key(i) for i in ids]) if ids else []
+        ids, values = self._workers(keys=[WORKERS_KEY], args=[WORKER_PREFIX])
         return parse_workers(ids, values)
 
     def submit(
@@ -297,10 +308,10 @@ class AsyncGenerationClient:
     def __init__(self, redis_url: str) -> None:
         self.redis = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
         self._submit = self.redis.register_script(_SUBMIT_LUA)
+        self._workers = self.redis.register_script(_WORKERS_LUA)
 
     async def alive_workers(self) -> dict[str, dict[str, Any]]:
-        ids = await self.redis.zrange(WORKERS_KEY, 0, -1)
-        values = await self.redis.mget([worker_key(i) for i in ids]) if ids else []
+        ids, values = await self._workers(keys=[WORKERS_KEY], args=[WORKER_PREFIX])
         return parse_workers(ids, values)
 
     async def submit(
