@@ -13,7 +13,7 @@ from django.conf import settings
 from playwright.sync_api import Page, expect
 
 from model_service import client as proto
-from webapp.chat.models import Conversation, Message, answer_group
+from webapp.chat.models import Conversation, Message, conversation_group
 
 pytestmark = [
     pytest.mark.browser,
@@ -193,12 +193,12 @@ def worker_writes(request_id: str, worker_id: str, *pieces: str) -> None:
             conn.xadd(proto.events_key(request_id), {"event": json.dumps(event)})
 
 
-def group_send(answer_id: int, event: dict) -> None:
+def group_send(conversation_id: int, event: dict) -> None:
     """What the generation task sends; from another thread, as Playwright's loop runs
     on this one."""
     send = async_to_sync(get_channel_layer().group_send)
     with ThreadPoolExecutor(1) as pool:
-        pool.submit(send, answer_group(answer_id), event).result()
+        pool.submit(send, conversation_group(conversation_id), event).result()
 
 
 def test_model_output_with_html_runs_nothing(
@@ -236,7 +236,7 @@ def test_model_output_with_html_runs_nothing(
     Message.objects.filter(pk=answer.pk).update(
         status=Message.Status.COMPLETE, content=XSS + XSS
     )
-    group_send(answer.pk, {"type": "chat.final", "message_id": answer.pk})
+    group_send(conversation.pk, {"type": "chat.final", "message_id": answer.pk})
     expect(page.locator(f"{ANSWER}.complete .answer-text")).to_contain_text("<script>")
     screenshot("saved")
 

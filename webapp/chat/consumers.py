@@ -10,17 +10,22 @@ Messages to the browser:
   units) of that answer; the browser skips what it already has;
 - `{"type": "error", "message"}`: a rejected action (nothing was saved).
 
-Tokens come straight from each streaming answer's request stream in Redis, which the
-generation worker writes (`model_service.client`): nothing between the worker and the
-page waits for a save. A stream is read from its start, so a page opened mid-answer
-replays it whole. The saved text that a branch carries may lag the stream; after each
-branch the consumer sends again what it has read of each answer, so no gap stays. An
-answer's end comes through its channel-layer group, once the Celery task saved it.
+Tokens come straight from the request stream in Redis of each streaming answer on the
+branch, which the generation worker writes (`model_service.client`): nothing between
+the worker and the page waits for a save. A stream is read from its start, so a page
+opened mid-answer replays it whole. The saved text that a branch carries may lag the
+stream; after each branch the consumer sends again what it has read of each answer, so
+no gap stays. An answer's end comes through the conversation's channel-layer group,
+joined before the first branch is read, once the Celery task saved it.
+
+An action and the branch after it are one trip to the database thread: during an
+answer's prefill, every millisecond of CPU taken here is taken from the model.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
@@ -30,7 +35,7 @@ from django.template.loader import render_to_string
 
 from model_service.client import AsyncGenerationClient
 from webapp.chat import prompts, services
-from webapp.chat.models import Conversation, Message, answer_group
+from webapp.chat.models import Conversation, Message, conversation_group
 
 
 def utf16_length(text: str) -> int:
@@ -43,37 +48,51 @@ def owned_conversation(user, conversation_id: int) -> Conversation | None:
     return Conversation.objects.filter(pk=conversation_id, owner=user).first()
 
 
-@database_sync_to_async
-def streaming_requests(conversation_id: int) -> dict[int, str]:
-    """The conversation's streaming answers: answer id -> generation request id."""
-    return dict(
-        Message.objects.filter(
-            conversation_id=conversation_id, status=Message.Status.STREAMING
-        ).values_list("pk", "request_id")
+@dataclasses.dataclass(frozen=True)
+class State:
+    """The branch message for the page, and the generation request of each answer
+    streaming on the branch (answer id -> request id)."""
+
+    message: dict
+    requests: dict[int, str]
+
+
+def read_state(conversation: Conversation) -> State:
+    branch = services.current_branch(conversation)
+    streaming = [
+        item.message
+        for item in branch
+        if item.message.status == Message.Status.STREAMING
+    ]
+    html = render_to_string(
+        "chat/_branch.html", {"branch": branch, "conversation": conversation}
+    )
+    return State(
+        message={
+            "type": "branch",
+            "html": html,
+            "streaming": {m.pk: m.content for m in streaming},
+        },
+        requests={m.pk: m.request_id for m in streaming},
     )
 
 
 @database_sync_to_async
-def branch_state(conversation_id: int) -> dict:
-    conversation = Conversation.objects.get(pk=conversation_id)
-    branch = services.current_branch(conversation)
-    return {
-        "type": "branch",
-        "html": render_to_string(
-            "chat/_branch.html", {"branch": branch, "conversation": conversation}
-        ),
-        "streaming": {
-            item.message.pk: item.message.content
-            for item in branch
-            if item.message.status == Message.Status.STREAMING
-        },
-    }
+def branch_state(conversation_id: int) -> State:
+    return read_state(Conversation.objects.get(pk=conversation_id))
 
 
 @database_sync_to_async
-def perform(conversation_id: int, content: dict) -> Message | None:
-    """Runs one browser action; returns the answer it started, if any."""
+def perform(conversation_id: int, content: dict) -> tuple[Message | None, State]:
+    """Runs one browser action; returns the answer it started, if any, and the state
+    after it."""
     conversation = Conversation.objects.get(pk=conversation_id)
+    answer = act(conversation, content)
+    # The actions keep `conversation` up to date (its leaf): no need to read it again.
+    return answer, read_state(conversation)
+
+
+def act(conversation: Conversation, content: dict) -> Message | None:
     action = content.get("action")
     if action == "send":
         return services.send_message(conversation, str(content.get("text", "")))
@@ -99,7 +118,7 @@ def fail_unclaimed(conversation_id: int) -> list[int]:
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
-        self.joined: set[int] = set()
+        self.group = conversation_group(self.conversation_id)
         self.watchdogs: set[asyncio.Task] = set()
         # Per streaming answer: the task reading its stream, and the text read so far.
         self.readers: dict[int, asyncio.Task] = {}
@@ -118,32 +137,26 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         asyncio.get_running_loop().run_in_executor(
             None, prompts.warm_up, conversation.model_name
         )
+        # Joined before the first branch is read: an answer that ends after that read
+        # is announced here, one that ended before it is in the branch as saved.
+        await self.channel_layer.group_add(self.group, self.channel_name)
         await self.accept()
-        await self.send_state()
+        await self.send_state(await branch_state(self.conversation_id))
 
     async def disconnect(self, code: int) -> None:
         tasks = [*self.watchdogs, *self.readers.values()]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        for answer_id in self.joined:
-            await self.channel_layer.group_discard(
-                answer_group(answer_id), self.channel_name
-            )
+        await self.channel_layer.group_discard(self.group, self.channel_name)
         if self.generation is not None:
             await self.generation.aclose()
 
-    async def send_state(self) -> None:
-        """Joins the streaming answers' groups, sends the branch as saved, then what
-        has been read of each streaming answer, or starts reading it."""
-        streaming = await streaming_requests(self.conversation_id)
-        for answer_id in streaming.keys() - self.joined:
-            await self.channel_layer.group_add(
-                answer_group(answer_id), self.channel_name
-            )
-            self.joined.add(answer_id)
-        await self.send_json(await branch_state(self.conversation_id))
-        for answer_id, request_id in streaming.items():
+    async def send_state(self, state: State) -> None:
+        """Sends the branch as saved, then what has been read of each answer streaming
+        on it, or starts reading it."""
+        await self.send_json(state.message)
+        for answer_id, request_id in state.requests.items():
             if answer_id in self.readers:
                 await self.send_token(answer_id, 0, self.streamed[answer_id])
             elif request_id:
@@ -174,7 +187,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content: dict, **kwargs) -> None:
         try:
-            answer = await perform(self.conversation_id, content)
+            answer, state = await perform(self.conversation_id, content)
         except ValidationError as exc:
             await self.send_json({"type": "error", "message": " ".join(exc.messages)})
             return
@@ -183,7 +196,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             return
         if answer is not None:
             self.watch_claim()
-        await self.send_state()
+        await self.send_state(state)
 
     def watch_claim(self) -> None:
         """Fails the answer if no Celery task has claimed it in time."""
@@ -192,8 +205,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await asyncio.sleep(services.CLAIM_TIMEOUT_S + 0.5)
             for answer_id in await fail_unclaimed(self.conversation_id):
                 await self.channel_layer.group_send(
-                    answer_group(answer_id),
-                    {"type": "chat.final", "message_id": answer_id},
+                    self.group, {"type": "chat.final", "message_id": answer_id}
                 )
 
         task = asyncio.create_task(watch())
@@ -202,11 +214,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def chat_final(self, event: dict) -> None:
         answer_id = event["message_id"]
-        await self.channel_layer.group_discard(
-            answer_group(answer_id), self.channel_name
-        )
-        self.joined.discard(answer_id)
         if (reader := self.readers.pop(answer_id, None)) is not None:
             reader.cancel()
         self.streamed.pop(answer_id, None)
-        await self.send_state()
+        await self.send_state(await branch_state(self.conversation_id))

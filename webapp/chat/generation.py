@@ -5,7 +5,8 @@ The web process submits the answer right after it saves the user's message
 the tokens straight from the request's Redis Stream (`webapp.chat.consumers`). The
 Celery task `webapp.chat.tasks.generate_answer` follows the same stream from its start
 (`run_answer`) and saves the answer as it grows and when it ends, so an answer is kept
-whether or not any page is open; its end goes to the answer's channel-layer group.
+whether or not any page is open; its end goes to the conversation's channel-layer
+group.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from model_service.client import (
 )
 from model_service.sampling import SamplingParams
 from webapp.chat import prompts
-from webapp.chat.models import Message, answer_group
+from webapp.chat.models import Message, conversation_group
 
 # Pieces that arrive closer together than this are saved as one update.
 FLUSH_EVERY_S = 0.05
@@ -55,9 +56,9 @@ def channel_layer_loop() -> asyncio.AbstractEventLoop:
     return loop
 
 
-def send_to_group(answer_id: int, event: dict[str, Any]) -> None:
+def send_to_group(conversation_id: int, event: dict[str, Any]) -> None:
     """Sends and waits: the event leaves before the task moves on."""
-    send = get_channel_layer().group_send(answer_group(answer_id), event)
+    send = get_channel_layer().group_send(conversation_group(conversation_id), event)
     asyncio.run_coroutine_threadsafe(send, channel_layer_loop()).result()
 
 
@@ -127,6 +128,7 @@ class AnswerSaver:
 
     def __init__(self, answer: Message) -> None:
         self.answer_id = answer.pk
+        self.conversation_id = answer.conversation_id
         self.text = answer.content
         self.pending = ""
         self.token_count = 0
@@ -164,5 +166,5 @@ class AnswerSaver:
     def close(self, **fields: Any) -> None:
         Message.objects.filter(pk=self.answer_id).update(**fields)
         send_to_group(
-            self.answer_id, {"type": "chat.final", "message_id": self.answer_id}
+            self.conversation_id, {"type": "chat.final", "message_id": self.answer_id}
         )

@@ -13,9 +13,10 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 
-def answer_group(answer_id: int) -> str:
-    """The channel-layer group that receives an answer's tokens."""
-    return f"chat.answer.{answer_id}"
+def conversation_group(conversation_id: int) -> str:
+    """The channel-layer group of the pages open on a conversation: the ends of its
+    answers go there."""
+    return f"chat.conversation.{conversation_id}"
 
 
 class Conversation(models.Model):
