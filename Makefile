@@ -1,5 +1,6 @@
 # The README's two commands: `make run` (the whole system) and `make test` (the suite).
-# Both set up .venv/ first; it is reinstalled only when pyproject.toml changed.
+# Both set up .venv/ first; it is reinstalled only when the package's definition or its
+# C++ kernels changed.
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -22,7 +23,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # compat mode: the repository root goes on sys.path, so packages added later import too.
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml setup.py model_service/cpu_kernels.cc | $(BIN)/python
 	$(BIN)/python -m pip install -e ".[dev]" --config-settings editable_mode=compat
 	touch $@
 

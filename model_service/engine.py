@@ -4,9 +4,9 @@ step boundaries.
 A new request is prefilled on its own (a one-row cache) and its row is copied into a
 free slot of the running batch; then every `step` decodes one token for all rows at
 once, each row with its own position, settings and key. A finished, cancelled or
-failed request frees its slot for the next one. The batch holds two rows while two
-requests fit and `max_batch` rows otherwise (`Sampler.batch_sizes`): a step costs about
-what its rows cost, busy or free. The engine knows nothing of Redis: the
+failed request frees its slot for the next one. The batch holds one row for one
+request, two for two and `max_batch` rows otherwise (`Sampler.batch_sizes`): a step
+costs about what its rows cost, busy or free. The engine knows nothing of Redis: the
 worker (`model_service.worker`) feeds it and publishes what it returns.
 """
 
@@ -17,7 +17,7 @@ import logging
 from typing import Any
 
 from model_service.chat_format import format_conversation
-from model_service.layers import MAX_ROWS_IN_INT8
+from model_service.layers import MAX_KERNEL_ROWS
 from model_service.quantize import default_quantization, quantize_params
 from model_service.sampler import PREFILL_PASS_COST, Generation, Piece, Sampler
 from model_service.sampling import SamplingParams
@@ -51,7 +51,7 @@ class Engine:
 
     Args:
         model: a `LoadedModel` (config, params, tokenizer).
-        max_batch: rows decoded together (at most `layers.MAX_ROWS_IN_INT8` with
+        max_batch: rows decoded together (at most `layers.MAX_KERNEL_ROWS` with
             int8 weights).
         max_length: positions per row (prompt and answer).
         quantize: "int8" to store every matmul weight as int8 with per-channel
@@ -69,10 +69,10 @@ class Engine:
     ) -> None:
         params = model.params
         if (quantize or default_quantization()) == "int8":
-            if max_batch > MAX_ROWS_IN_INT8:
+            if max_batch > MAX_KERNEL_ROWS:
                 raise ValueError(
                     f"max_batch={max_batch}: with int8 weights, more than "
-                    f"{MAX_ROWS_IN_INT8} rows take float products whose last bits "
+                    f"{MAX_KERNEL_ROWS} rows take float products whose last bits "
                     "differ from a small batch's, and a request's tokens would "
                     "depend on how many others run beside it"
                 )

@@ -8,19 +8,18 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from model_service import cpu_kernels
 from model_service.quantize import QuantizedWeight
 
-# Up to this many rows of activations go through int8 x int8 products (a decode step
-# of a batch); more (a prefill) multiply float blocks of the weight: at 8 rows the
-# first is twice as fast, at 200 rows the second (benchmarks/decode.py's shapes).
-MAX_ROWS_IN_INT8 = 32
+# Up to this many rows of activations (a decode step of a batch, a short prefill pass)
+# go through the C++ kernel (`cpu_kernels.int8_matmul`); more (a longer prefill) are
+# multiplied by float blocks of the weight, where XLA's float GEMM is faster.
+MAX_KERNEL_ROWS = 32
 # Rows of an int8 weight converted to float at a time (1024 x 640 floats: 2.6 MB).
 WEIGHT_ROWS_PER_BLOCK = 1024
 
 
-def weight_einsum(
-    equation: str, x: jax.Array, weight: jax.Array, *, int8_rows: bool = False
-) -> jax.Array:
+def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
     """Multiplies activations by a weight: every weight matmul of the model is here.
 
     Keeping all of them in one function leaves one place to change when weights are
@@ -31,21 +30,17 @@ def weight_einsum(
             contracted axes are its last ones.
         x: activations.
         weight: the parameter; it is cast to the activations' dtype.
-        int8_rows: an int8 weight multiplies even a single row of activations as
-            int8 halves (see `_int8_matmul`). For activations that XLA would
-            otherwise fuse into the one-row product and recompute for every output:
-            the attention's sum of its parts, before its output projection.
 
     Returns:
         The einsum of `x` and `weight`.
     """
     if isinstance(weight, QuantizedWeight):
-        return _quantized_einsum(equation, x, weight, int8_rows)
+        return _quantized_einsum(equation, x, weight)
     return jnp.einsum(equation, x, weight.astype(x.dtype))
 
 
 def _quantized_einsum(
-    equation: str, x: jax.Array, weight: QuantizedWeight, int8_rows: bool
+    equation: str, x: jax.Array, weight: QuantizedWeight
 ) -> jax.Array:
     """`weight_einsum` for an int8 weight, as one 2-D product [rows, K] x [M, K]^T.
 
@@ -62,60 +57,32 @@ def _quantized_einsum(
     rest_shape = rows.shape[: len(rest)]
     kept_shape = weight.values.shape[: len(kept)]
     values = weight.values.reshape(math.prod(kept_shape), -1)
-    y = _int8_matmul(rows.reshape(-1, values.shape[1]), values, int8_rows)
-    y = y * weight.scale.reshape(-1).astype(y.dtype)
+    y = _int8_matmul(rows.reshape(-1, values.shape[1]), values, weight.scale)
     y = y.reshape(*rest_shape, *kept_shape)
     return jnp.einsum(f"{rest}{kept}->{out}", y).astype(x.dtype)
 
 
-def _int8_matmul(x: jax.Array, values: jax.Array, int8_rows: bool) -> jax.Array:
-    """x [R, K] (float) times int8 values [M, K] transposed -> [R, M] float.
+def _int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array:
+    """x [R, K] (float) times int8 values [M, K] transposed, column m times scale[m].
 
-    Only the weights are int8; the activations keep (about) float precision: int8
-    activations with one scale per row cost Gemma 3 270M a tenth of its top-1
-    agreement with the float model. Three forms, by what XLA on a CPU does fast:
+    Only the weights are int8; the activations stay float. Two forms, by what is fast
+    on a CPU:
 
-    - one row (a decode step at batch 1): XLA fuses the int8-to-float conversion into
-      the product of a row with [M, K]^T, and only into that form, reading each
-      weight byte once. It fuses the row's own producers too, recomputing them for
-      each of the M outputs: where they are more than a few cheap steps, `int8_rows`
-      sends the row through the next form, whose quantization XLA cannot fuse;
-    - a few rows (a decode step of a batch): an int8 x int8 -> int32 product, with
-      each row split in two int8 halves (`_two_int8_halves`), about as exact as
-      float32 and twice as fast as converting the weight;
+    - few rows (a decode step): the C++ kernel, which reads each weight byte once and
+      converts it next to its use; it computes every row the same way whatever R is,
+      so a request gets the same tokens alone or in a batch. (XLA converts the whole
+      weight first, or for one row fuses the conversion but recomputes the row's
+      producers for each output, and an int8 x int8 product needs int8 activations.)
     - many rows (a prefill): the weight converted to float in blocks of rows small
       enough to stay in the CPU's cache while they are used.
     """
-    rows, depth = x.shape[0], values.shape[1]
-    if rows == 1 and not int8_rows:
-        return x @ values.astype(x.dtype).T
-    if rows <= MAX_ROWS_IN_INT8:
-        halves, scales = _two_int8_halves(x.astype(jnp.float32))
-        y = jax.lax.dot_general(
-            halves, values, (((1,), (1,)), ((), ())), preferred_element_type=jnp.int32
-        )
-        y = y.astype(jnp.float32) * scales
-        return (y[:rows] + y[rows:]).astype(x.dtype)
+    rows, depth = x.shape
+    if rows <= MAX_KERNEL_ROWS:
+        return cpu_kernels.int8_matmul(x, values, scale).astype(x.dtype)
     size = math.gcd(values.shape[0], WEIGHT_ROWS_PER_BLOCK)
     blocks = values.reshape(-1, size, depth)
     y = jax.lax.map(lambda block: x @ block.astype(x.dtype).T, blocks)  # [n, R, b]
-    return jnp.moveaxis(y, 0, 1).reshape(rows, -1)
-
-
-def _two_int8_halves(x: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Rows x [R, K] as int8 [2R, K] and scales [2R, 1]: x = high * s + low * s / 254.
-
-    `high` is the row quantized with one scale (its largest entry / 127); `low` is
-    what that leaves (at most half a step) quantized again, 254 times finer. The
-    error is 1/64516 of the row's largest entry, where one int8 half alone would
-    leave 1/254: a row with an outlier loses its small entries to that.
-    """
-    step = jnp.max(jnp.abs(x), axis=1, keepdims=True) / 127.0
-    step = jnp.where(step > 0, step, 1.0)
-    high = jnp.round(x / step)
-    low = jnp.round((x - high * step) / (step / 254.0))
-    halves = jnp.concatenate([high, low]).astype(jnp.int8)
-    return halves, jnp.concatenate([step, step / 254.0])
+    return jnp.moveaxis(y, 0, 1).reshape(rows, -1) * scale.reshape(-1).astype(x.dtype)
 
 
 def embedding_lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -131,17 +98,15 @@ class Einsum(nn.Module):
     Attributes:
         shape: the weight's shape.
         weight_name: the parameter's name (`w` in the official checkpoints).
-        int8_rows: passed to `weight_einsum`.
     """
 
     shape: tuple[int, ...]
     weight_name: str = "w"
-    int8_rows: bool = False
 
     @nn.compact
     def __call__(self, equation: str, x: jax.Array) -> jax.Array:
         weight = self.param(self.weight_name, nn.initializers.normal(), self.shape)
-        return weight_einsum(equation, x, weight, int8_rows=self.int8_rows)
+        return weight_einsum(equation, x, weight)
 
 
 class RMSNorm(nn.Module):

@@ -163,13 +163,8 @@ class Attention(nn.Module):
         if cache is not None:
             write = kv_cache.write_step if time == 1 else kv_cache.write
             cache = write(cache, k=k, v=v, positions=positions, ring=ring)
-        # int8_rows: otherwise XLA fuses the sum of the parts and their softmax
-        # weights into the one-row product and recomputes them for every output (a
-        # quarter of a one-row decode step of Gemma 3 270M on a CPU).
         out = layers.Einsum(
-            (cfg.embed_dim, cfg.num_heads, cfg.head_dim),
-            name="attn_vec_einsum",
-            int8_rows=True,
+            (cfg.embed_dim, cfg.num_heads, cfg.head_dim), name="attn_vec_einsum"
         )("BTNH,DNH->BTD", encoded)
         return out, cache
 

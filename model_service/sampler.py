@@ -140,14 +140,15 @@ class Sampler:
 
     @property
     def batch_sizes(self) -> list[int]:
-        """The row counts a continuous batch moves between (`resize`): two rows, where
-        one user alone steps in about half the time of eight rows, and `max_batch`.
+        """The row counts a continuous batch moves between (`resize`): one row for a
+        user alone, two, and `max_batch`; a step costs about what its rows cost,
+        busy or free.
 
-        Not one row: a single row takes the float one-row products
-        (`layers._int8_matmul`), whose last bits differ from a batch's, and a
-        request's tokens would then depend on what else runs beside it.
+        A row's tokens do not depend on the batch it is in: the int8 products of a
+        step (`layers._int8_matmul`) compute every row the same way whatever the
+        row count, and float weights multiply each row on its own.
         """
-        return sorted({min(2, self.max_batch), self.max_batch})
+        return sorted({1, min(2, self.max_batch), self.max_batch})
 
     def init_state(self, rows: int | None = None) -> DecodeState:
         """An empty decode state of `rows` rows (default `max_batch`)."""

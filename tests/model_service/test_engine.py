@@ -91,16 +91,16 @@ def test_it_grows_and_shrinks_the_batch_without_changing_any_tokens(model, engin
     rows = [engine.rows]
 
     updates = []
-    for name in prompts:  # the third request grows the batch from two rows to three
+    for name in prompts:  # each request grows the batch: one row, two, three
         updates.append(engine.add(name, prompts[name], params[name]))
         updates += engine.step()
         rows.append(engine.rows)
-    while engine.active:  # "short" ends first, and the last two fit in two rows
+    while engine.active:  # "short" ends first, then the others shrink it back
         updates += engine.step()
         rows.append(engine.rows)
     by_request = run_to_end(engine, updates)
 
-    assert rows[0] == 2 and 3 in rows and rows[-1] == 2
+    assert rows[:4] == [1, 1, 2, 3] and rows[-1] == 1 and 2 in rows[4:]
     for name in prompts:
         assert final(by_request[name]).all_token_ids == alone(
             engine, prompts[name], params[name]

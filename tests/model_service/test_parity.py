@@ -120,10 +120,9 @@ def test_its_int8_weights_predict_about_what_hf_transformers_predicts(
 def test_its_int8_batch_decodes_as_its_single_rows_do(
     references: dict[str, dict], gemma3_270m_int8: LoadedModel
 ) -> None:
-    """A batch's decode step multiplies two int8 halves of each activation row with
-    the int8 weights; one row alone multiplies the float row (`layers._int8_matmul`).
-    Both must pick the same greedy tokens on the reference prompts, whose margins
-    are small enough that one int8 half alone would not."""
+    """A batch's decode step and a single row's go through the same int8 kernel
+    (`layers._int8_matmul`), which computes a row the same way whatever the batch:
+    both must pick the same greedy tokens on the reference prompts."""
     greedy = references["greedy"]
     prompts = [prompt["prompt_ids"] for prompt in greedy["prompts"].values()]
     generate = model_greedy(gemma3_270m_int8, greedy["max_new_tokens"])

@@ -214,8 +214,7 @@ def test_it_runs_int8_weights_close_to_the_float_model(model) -> None:
     assert linear.values.dtype == jnp.int8
     error = jnp.abs(linear.dequantize() - model.params["layer_0"]["mlp"]["linear"])
     assert bool(jnp.all(error <= linear.scale / 2 + 1e-7))  # half a step per channel
-    # Several rows: int8 activations too (layers._int8_matmul); a wrong scale or
-    # axis would put the error at the logits' own size.
+    # A wrong scale or axis would put the error at the logits' own size.
     assert float(jnp.abs(exact - approx).max()) < 0.2 * float(exact.std())
     sampler = Sampler(model.config, quantized, max_batch=1, max_length=MAX_LENGTH)
     params = SamplingParams(max_new_tokens=4)
