@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test install browsers
+.PHONY: run test install browsers compiler
 
 run: $(STAMP)
 	$(BIN)/python -m webapp.launcher
@@ -23,9 +23,16 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # compat mode: the repository root goes on sys.path, so packages added later import too.
-$(STAMP): pyproject.toml setup.py model_service/cpu_kernels.cc | $(BIN)/python
+$(STAMP): pyproject.toml setup.py model_service/cpu_kernels.cc | $(BIN)/python compiler
 	$(BIN)/python -m pip install -e ".[dev]" --config-settings editable_mode=compat
 	touch $@
+
+# The package compiles its C++ kernels (setup.py).
+compiler:
+	@if ! command -v g++ >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y \
+			--no-install-recommends g++; \
+	fi
 
 # The browser tests drive Debian's Chromium (Playwright cannot download its own here).
 browsers:
