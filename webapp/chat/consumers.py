@@ -133,6 +133,7 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=4404)
             return
         self.generation = AsyncGenerationClient(settings.REDIS_URL)
+        await self.generation.open()
         # The first message of a process must not wait seconds for its tokenizer.
         asyncio.get_running_loop().run_in_executor(
             None, prompts.warm_up, conversation.model_name
