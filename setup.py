@@ -1,8 +1,8 @@
 """Builds the C++ CPU kernels; everything else about the package is in pyproject.toml.
 
-`model_service/cpu_kernels.cc` is an XLA FFI handler, loaded by
-`model_service.cpu_kernels` with ctypes (a plain shared library, not a Python module).
-It compiles against the FFI headers that jaxlib ships.
+`model_service/cpu_kernels.cc` holds XLA FFI handlers and is the extension module
+`model_service._cpu_kernels`, which hands them to `model_service.cpu_kernels`. It
+compiles against the FFI headers that jaxlib ships.
 """
 
 import platform

@@ -12,6 +12,10 @@
 // in a fixed order, then the tail of k. So a row's result does not depend on the other
 // rows of the batch, and a request gets the same tokens alone or batched.
 
+// Python.h first, as CPython asks: the library is also the extension module
+// `model_service._cpu_kernels`, which hands the handler to JAX as a capsule.
+#include <Python.h>
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -192,3 +196,25 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Int8Matmul, Int8MatmulImpl,
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+// The module `model_service._cpu_kernels`: `handlers()` -> {name: PyCapsule}, what
+// jax.ffi.register_ffi_target takes.
+namespace {
+
+PyObject* Handlers(PyObject*, PyObject*) {
+  return Py_BuildValue(
+      "{s:N}", "int8_matmul",
+      PyCapsule_New(reinterpret_cast<void*>(Int8Matmul), nullptr, nullptr));
+}
+
+PyMethodDef kMethods[] = {
+    {"handlers", Handlers, METH_NOARGS, "The XLA FFI handlers, by name."},
+    {nullptr, nullptr, 0, nullptr}};
+
+PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_cpu_kernels",
+                       "XLA FFI handlers of model_service/cpu_kernels.cc", -1,
+                       kMethods};
+
+}  // namespace
+
+PyMODINIT_FUNC PyInit__cpu_kernels() { return PyModule_Create(&kModule); }

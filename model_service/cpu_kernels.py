@@ -1,35 +1,33 @@
 """The C++ CPU kernels of `cpu_kernels.cc`, as JAX functions.
 
-The shared library is built with the package (`setup.py`) and registered with XLA as
-an FFI target the first time a kernel is traced. The kernels exist for the CPU only:
-on an accelerator the weights stay in bf16 and never reach them.
+The extension module `model_service._cpu_kernels` is built with the package
+(`setup.py`); its handlers are registered with XLA as FFI targets the first time a
+kernel is traced. The kernels exist for the CPU only: on an accelerator the weights
+stay in bf16 and never reach them.
 """
 
 from __future__ import annotations
 
-import ctypes
 import functools
-from importlib.util import find_spec
 
 import jax
 import jax.numpy as jnp
 
-_LIBRARY = "model_service._cpu_kernels"
 _INT8_MATMUL = "gemma_studio_int8_matmul"
 
 
 @functools.cache
 def _register() -> None:
-    spec = find_spec(_LIBRARY)
-    if spec is None or spec.origin is None:
+    try:
+        from model_service import _cpu_kernels
+    except ImportError as error:
         raise ImportError(
-            f"{_LIBRARY} is not built: install the package (`make install`, or "
-            "`pip install -e .`), which compiles model_service/cpu_kernels.cc"
-        )
-    library = ctypes.CDLL(spec.origin)
-    jax.ffi.register_ffi_target(
-        _INT8_MATMUL, jax.ffi.pycapsule(library.Int8Matmul), platform="cpu"
-    )
+            "model_service._cpu_kernels is not built: install the package (`make "
+            "install`, or `pip install -e .`), which compiles "
+            "model_service/cpu_kernels.cc"
+        ) from error
+    handlers = _cpu_kernels.handlers()
+    jax.ffi.register_ffi_target(_INT8_MATMUL, handlers["int8_matmul"], platform="cpu")
 
 
 def int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array:

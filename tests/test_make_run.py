@@ -27,7 +27,8 @@ STOP_TIMEOUT_S = 120
 
 
 def copy_checkout(destination: Path) -> None:
-    """Tracked and untracked files that git does not ignore, with their mtimes."""
+    """Tracked and untracked files that git does not ignore, with their mtimes, and
+    the compiled kernels."""
     listing = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=BASE_DIR,
@@ -41,6 +42,9 @@ def copy_checkout(destination: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(source.read_bytes())
             os.utime(target, ns=(source.stat().st_atime_ns, source.stat().st_mtime_ns))
+    # What the skipped install would have compiled in place (the C++ kernels).
+    for library in BASE_DIR.glob("model_service/*.so"):
+        (destination / library.relative_to(BASE_DIR)).write_bytes(library.read_bytes())
     (destination / ".venv").symlink_to(BASE_DIR / ".venv")
 
 
