@@ -89,7 +89,12 @@ class Worker:
         self.worker_id = worker_id or (
             f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         )
-        self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
+        # No read timeout (redis-py 8 sets 5 s by default): a worker paused for longer
+        # (SIGSTOP, a suspended VM) with a reply waiting would raise on resuming and
+        # exit; its one blocking command (BLPOP) has its own timeout.
+        self.redis = redis.Redis.from_url(
+            redis_url, decode_responses=True, socket_timeout=None
+        )
         self.started = time.time()
         self.stopping = threading.Event()
         # request id -> (model, payload): what the "done" event repeats back.
