@@ -147,6 +147,9 @@ void OutputRange(const Product& p, int64_t begin, int64_t end) {
 // Outputs are split in chunks of about 64 KB of weights, taken in turn by the calling
 // thread and by tasks on XLA's thread pool. The caller waits only for chunks already
 // started, never for a task to start: a pool busy elsewhere cannot deadlock it.
+// The caller counts as one of the pool's threads: one task per core in all. A task
+// more than there are cores gets preempted holding a chunk, and everyone waits for
+// it (on 2 cores, 2 tasks besides the caller ran as slowly as none).
 struct Work {
   Product product;
   int64_t chunk, chunks;
@@ -178,7 +181,8 @@ ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   work->chunk = std::max<int64_t>(8, (int64_t(1) << 16) / std::max<int64_t>(depth, 1));
   work->chunk += (-work->chunk) & 7;  // a multiple of the widest tile
   work->chunks = (wd[0] + work->chunk - 1) / work->chunk;
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), work->chunks - 1);
+  const int64_t helpers =
+      std::min<int64_t>(pool.num_threads() - 1, work->chunks - 1);
   for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->Run(); });
   work->Run();
   while (work->done.load(std::memory_order_acquire) < work->chunks) {
