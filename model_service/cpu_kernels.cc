@@ -1,8 +1,9 @@
-// int8 weights times float activations on a CPU, for a decode step (few rows).
+// CPU kernels of a decode step, as XLA FFI handlers: int8 weights times float
+// activations (few rows), and the statistics of each row of logits that sampling needs.
 //
 // y[r, m] = scale[m] * sum_k x[r, k] * w[m, k], for x float32 [R, K], w int8 [M, K]
 // and scale float32 [M]: the product that `model_service.layers` sends here for up to
-// MAX_ROWS_IN_KERNEL rows. Each weight byte is read from memory once per call and
+// MAX_KERNEL_ROWS rows. Each weight byte is read from memory once per call and
 // converted to float next to its use, so a step reads a quarter of the float bytes;
 // XLA on a CPU either converts the whole weight first or, for one row only, fuses the
 // conversion and recomputes the row's producers for every output.
@@ -20,8 +21,10 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -50,6 +53,32 @@ inline float Sum(Lanes v) {
   s = _mm_add_ss(s, _mm_movehdup_ps(s));
   return _mm_cvtss_f32(s);
 }
+inline Lanes Max(Lanes a, Lanes b) { return _mm256_max_ps(a, b); }
+inline Lanes Add(Lanes a, Lanes b) { return _mm256_add_ps(a, b); }
+inline Lanes Splat(float v) { return _mm256_set1_ps(v); }
+inline float Get(Lanes v, int i) {
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, v);
+  return lanes[i];
+}
+
+// e^x for x <= 0 to float precision (Cephes' expf: x = n ln2 + r, a degree-5
+// polynomial for e^r, times 2^n); below -87 it gives about 1e-38 instead of 0.
+inline Lanes Exp(Lanes x) {
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  Lanes n = _mm256_floor_ps(
+      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  Lanes y = _mm256_set1_ps(1.9875691500e-4f);
+  for (float c : {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f,
+                  1.6666665459e-1f, 5.0000001201e-1f})
+    y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(c));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  __m256i two_n = _mm256_slli_epi32(
+      _mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(y, _mm256_castsi256_ps(two_n));
+}
 
 #else  // portable: GCC/Clang vector extensions, same order of operations
 
@@ -74,6 +103,15 @@ inline float Sum(Lanes v) {
   float s[4] = {v[0] + v[4], v[1] + v[5], v[2] + v[6], v[3] + v[7]};
   float t0 = s[0] + s[2], t1 = s[1] + s[3];
   return t0 + t1;
+}
+inline Lanes Max(Lanes a, Lanes b) { return a > b ? a : b; }
+inline Lanes Add(Lanes a, Lanes b) { return a + b; }
+inline Lanes Splat(float v) { return Lanes{} + v; }
+inline float Get(Lanes v, int i) { return v[i]; }
+inline Lanes Exp(Lanes x) {
+  Lanes out;
+  for (int i = 0; i < 8; ++i) out[i] = std::exp(x[i]);
+  return out;
 }
 
 #endif
@@ -144,27 +182,39 @@ void OutputRange(const Product& p, int64_t begin, int64_t end) {
   }
 }
 
-// Outputs are split in chunks of about 64 KB of weights, taken in turn by the calling
-// thread and by tasks on XLA's thread pool. The caller waits only for chunks already
-// started, never for a task to start: a pool busy elsewhere cannot deadlock it.
-// The caller counts as one of the pool's threads: one task per core in all. A task
-// more than there are cores gets preempted holding a chunk, and everyone waits for
-// it (on 2 cores, 2 tasks besides the caller ran as slowly as none).
-struct Work {
-  Product product;
-  int64_t chunk, chunks;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-
-  void Run() {
-    for (int64_t c; (c = next.fetch_add(1)) < chunks;) {
-      int64_t begin = c * chunk;
-      OutputRange(product, begin, std::min(begin + chunk, product.outputs));
-      done.fetch_add(1, std::memory_order_release);
+// Runs body(i) for every i < items on the calling thread and on tasks of XLA's thread
+// pool, which take items in turn. The caller waits only for items already started,
+// never for a task to start: a pool busy elsewhere cannot deadlock it. The caller
+// counts as one of the pool's threads: one task per core in all. A task more than
+// there are cores gets preempted holding an item, and everyone waits for it (on 2
+// cores, 2 tasks besides the caller ran as slowly as none).
+void ParallelFor(ffi::ThreadPool& pool, int64_t items,
+                 const std::function<void(int64_t)>& body) {
+  struct Shared {
+    std::function<void(int64_t)> body;
+    int64_t items;
+    std::atomic<int64_t> next{0};
+    std::atomic<int64_t> done{0};
+    void Run() {
+      for (int64_t i; (i = next.fetch_add(1)) < items;) {
+        body(i);
+        done.fetch_add(1, std::memory_order_release);
+      }
     }
+  };
+  // Shared: a task that starts after the call returned finds no item left in it.
+  auto shared = std::make_shared<Shared>();
+  shared->body = body;
+  shared->items = items;
+  const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, items - 1);
+  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([shared] { shared->Run(); });
+  shared->Run();
+  while (shared->done.load(std::memory_order_acquire) < items) {
+    std::this_thread::yield();
   }
-};
+}
 
+// Outputs go in chunks of about 64 KB of weights, one item each.
 ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                           ffi::Buffer<ffi::S8> w, ffi::Buffer<ffi::F32> scale,
                           ffi::ResultBuffer<ffi::F32> y) {
@@ -174,19 +224,73 @@ ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     return ffi::Error::InvalidArgument(
         "int8_matmul takes x [R, K], w [M, K] and scale [M]");
   }
-  const int64_t depth = xd[1];
-  auto work = std::make_shared<Work>();
-  work->product = {x.typed_data(), w.typed_data(), scale.typed_data(),
-                   y->typed_data(), xd[0], wd[0], depth};
-  work->chunk = std::max<int64_t>(8, (int64_t(1) << 16) / std::max<int64_t>(depth, 1));
-  work->chunk += (-work->chunk) & 7;  // a multiple of the widest tile
-  work->chunks = (wd[0] + work->chunk - 1) / work->chunk;
-  const int64_t helpers =
-      std::min<int64_t>(pool.num_threads() - 1, work->chunks - 1);
-  for (int64_t i = 0; i < helpers; ++i) pool.Schedule([work] { work->Run(); });
-  work->Run();
-  while (work->done.load(std::memory_order_acquire) < work->chunks) {
-    std::this_thread::yield();
+  const Product product = {x.typed_data(), w.typed_data(), scale.typed_data(),
+                           y->typed_data(), xd[0], wd[0], xd[1]};
+  int64_t chunk = std::max<int64_t>(8, (int64_t(1) << 16) / std::max<int64_t>(xd[1], 1));
+  chunk += (-chunk) & 7;  // a multiple of the widest tile
+  ParallelFor(pool, (wd[0] + chunk - 1) / chunk, [&](int64_t c) {
+    OutputRange(product, c * chunk, std::min(c * chunk + chunk, wd[0]));
+  });
+  return ffi::Error::Success();
+}
+
+// Statistics of a stretch of one row of logits: its largest value, the first index
+// that holds it, and the sum of exp(value - largest).
+struct Stats {
+  float max;
+  int64_t argmax;
+  float sum;
+};
+
+Stats StretchStats(const float* v, int64_t begin, int64_t end) {
+  const int64_t body = begin + (end - begin) / kLanes * kLanes;
+  Lanes top = Splat(-INFINITY);
+  for (int64_t i = begin; i < body; i += kLanes) top = Max(top, LoadX(v + i));
+  float max = -INFINITY;
+  for (int i = 0; i < kLanes; ++i) max = std::max(max, Get(top, i));
+  for (int64_t i = body; i < end; ++i) max = std::max(max, v[i]);
+  int64_t argmax = begin;
+  while (argmax < end && v[argmax] != max) ++argmax;
+  Lanes sum = Zero();
+  const Lanes shift = Splat(max);
+  for (int64_t i = begin; i < body; i += kLanes)
+    sum = Add(sum, Exp(LoadX(v + i) - shift));
+  float total = Sum(sum);
+  for (int64_t i = body; i < end; ++i) total += std::exp(v[i] - max);
+  return {max, argmax, total};
+}
+
+// Per row of logits [R, V]: the index of its largest value (the first, as argmax)
+// and log(sum(exp)), so that a token's log-probability is its logit minus that. A row
+// is cut in stretches of kStretch values, shared out between threads and combined
+// in a fixed order: a row's result does not depend on the threads or the other rows.
+constexpr int64_t kStretch = 16384;
+
+ffi::Error LogitStatsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits,
+                          ffi::ResultBuffer<ffi::S32> argmax,
+                          ffi::ResultBuffer<ffi::F32> logsumexp) {
+  auto dims = logits.dimensions();
+  if (dims.size() != 2 || dims[1] == 0) {
+    return ffi::Error::InvalidArgument("logit_stats takes logits [R, V], V > 0");
+  }
+  const int64_t rows = dims[0], vocab = dims[1];
+  const int64_t stretches = (vocab + kStretch - 1) / kStretch;
+  std::vector<Stats> parts(rows * stretches);
+  const float* v = logits.typed_data();
+  ParallelFor(pool, rows * stretches, [&](int64_t i) {
+    const int64_t row = i / stretches, begin = i % stretches * kStretch;
+    parts[i] = StretchStats(v + row * vocab, begin, std::min(begin + kStretch, vocab));
+  });
+  for (int64_t row = 0; row < rows; ++row) {
+    const Stats* part = &parts[row * stretches];
+    Stats best = part[0];
+    for (int64_t s = 1; s < stretches; ++s)
+      if (part[s].max > best.max) best = part[s];
+    float total = 0;
+    for (int64_t s = 0; s < stretches; ++s)
+      total += part[s].sum * std::exp(part[s].max - best.max);
+    argmax->typed_data()[row] = int32_t(best.argmax);
+    logsumexp->typed_data()[row] = best.max + std::log(total);
   }
   return ffi::Error::Success();
 }
@@ -201,14 +305,23 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Int8Matmul, Int8MatmulImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
+XLA_FFI_DEFINE_HANDLER_SYMBOL(LogitStats, LogitStatsImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
 // The module `model_service._cpu_kernels`: `handlers()` -> {name: PyCapsule}, what
 // jax.ffi.register_ffi_target takes.
 namespace {
 
 PyObject* Handlers(PyObject*, PyObject*) {
   return Py_BuildValue(
-      "{s:N}", "int8_matmul",
-      PyCapsule_New(reinterpret_cast<void*>(Int8Matmul), nullptr, nullptr));
+      "{s:N,s:N}", "int8_matmul",
+      PyCapsule_New(reinterpret_cast<void*>(Int8Matmul), nullptr, nullptr),
+      "logit_stats",
+      PyCapsule_New(reinterpret_cast<void*>(LogitStats), nullptr, nullptr));
 }
 
 PyMethodDef kMethods[] = {

@@ -33,7 +33,7 @@ import numpy as np
 from flax import struct
 
 from model_service import cache as kv_cache
-from model_service import layers, modules
+from model_service import cpu_kernels, layers, modules
 from model_service.config import TransformerConfig
 from model_service.detokenize import StopMatcher, StreamingDetokenizer
 from model_service.sampling import MAX_TOP_K, SamplingParams, sample_rows
@@ -447,12 +447,25 @@ def sample(
             max_top_k=MAX_TOP_K,
         )
 
-    def greedy(logits: jax.Array) -> jax.Array:
-        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    best, logsumexp = logit_stats(logits)
+    tokens = jax.lax.cond(jnp.any(temperature > 0), sampled, lambda _: best, logits)
+    chosen = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
+    return tokens, chosen - logsumexp
 
-    tokens = jax.lax.cond(jnp.any(temperature > 0), sampled, greedy, logits)
-    logprobs = jax.nn.log_softmax(logits, axis=-1)
-    return tokens, jnp.take_along_axis(logprobs, tokens[:, None], axis=-1)[:, 0]
+
+def logit_stats(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per row of logits [B, V]: the argmax and log(sum(exp)).
+
+    On a CPU the C++ kernel (one pass, both cores); elsewhere jax.numpy.
+    """
+
+    def portable(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+        best = jnp.argmax(logits, axis=-1).astype(jnp.int32)
+        return best, jax.nn.logsumexp(logits, axis=-1)
+
+    return jax.lax.platform_dependent(
+        logits, cpu=cpu_kernels.logit_stats, default=portable
+    )
 
 
 @dataclasses.dataclass

@@ -1,11 +1,11 @@
-"""The C++ int8 product (`model_service.cpu_kernels`) against NumPy in float64."""
+"""The C++ kernels (`model_service.cpu_kernels`) against NumPy in float64."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model_service.cpu_kernels import int8_matmul
+from model_service.cpu_kernels import int8_matmul, logit_stats
 
 # (rows, outputs, depth): odd sizes leave tails in every direction the kernel tiles
 # (rows by four, outputs by eight and two, depth by eight); 5000 x 640 is split
@@ -53,3 +53,50 @@ def test_it_refuses_operands_that_do_not_fit() -> None:
         jax.block_until_ready(int8_matmul(x[:, :8], values, scale))
     with pytest.raises(Exception, match="scale \\[M\\]"):
         jax.block_until_ready(int8_matmul(x, values, jnp.ones(7)))
+
+
+# (rows, vocab): the kernel cuts rows in stretches of 16384 values and each stretch in
+# lanes of eight: tails of both, one stretch and many, shared between threads.
+LOGIT_SHAPES = [(1, 5), (3, 16384), (2, 16384 * 3 + 13), (8, 262144)]
+
+
+def logits(rows: int, vocab: int, seed: int = 0) -> np.ndarray:
+    return 4 * np.random.default_rng(seed).standard_normal((rows, vocab), np.float32)
+
+
+@pytest.mark.parametrize("shape", LOGIT_SHAPES)
+def test_logit_stats_are_argmax_and_logsumexp(shape) -> None:
+    x = logits(*shape)
+
+    best, logsumexp = jax.jit(logit_stats)(x)
+
+    np.testing.assert_array_equal(best, x.argmax(axis=1))
+    x64 = x.astype(np.float64)
+    top = x64.max(axis=1, keepdims=True)
+    expected = top[:, 0] + np.log(np.exp(x64 - top).sum(axis=1))
+    np.testing.assert_allclose(logsumexp, expected, rtol=1e-6)  # float32 sums
+
+
+def test_logit_stats_take_the_first_of_equal_largest_logits() -> None:
+    x = logits(1, 16384 * 3)
+    x[0, [20000, 40000, 16384 * 3 - 1]] = 50.0  # in the second and third stretches
+
+    best, _ = logit_stats(x)
+
+    assert int(best[0]) == 20000
+
+
+def test_logit_stats_of_each_row_come_out_as_alone() -> None:
+    x = logits(8, 16384 * 2 + 3, seed=1)
+
+    best, logsumexp = logit_stats(x)
+
+    for row in range(x.shape[0]):
+        alone = logit_stats(x[row : row + 1])
+        assert int(alone[0][0]) == int(best[row])
+        assert np.float32(alone[1][0]).tobytes() == np.float32(logsumexp[row]).tobytes()
+
+
+def test_logit_stats_refuse_an_empty_vocabulary() -> None:
+    with pytest.raises(Exception, match="logits \\[R, V\\], V > 0"):
+        jax.block_until_ready(logit_stats(np.zeros((2, 0), np.float32)))
