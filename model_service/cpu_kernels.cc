@@ -295,6 +295,123 @@ ffi::Error LogitStatsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits,
   return ffi::Error::Success();
 }
 
+// Sum of a[i] * b[i] for i < n: eight lanes by FMA, summed in a fixed order, then the
+// tail.
+float Dot(const float* a, const float* b, int64_t n) {
+  const int64_t body = n - n % kLanes;
+  Lanes acc = Zero();
+  for (int64_t i = 0; i < body; i += kLanes) acc = Fma(LoadX(a + i), LoadX(b + i), acc);
+  float sum = Sum(acc);
+  for (int64_t i = body; i < n; ++i) sum = std::fma(a[i], b[i], sum);
+  return sum;
+}
+
+// One decode step's attention: every row's single query against the keys its cache
+// holds and its own new key. Only the stretch of slots that holds visible keys is read,
+// so a row early in its answer reads little of a long cache, which XLA's fixed-shape
+// products read whole.
+struct Attention {
+  const float* q;       // [B, K, G, H], after RoPE and the query scale
+  const float* k_new;   // [B, K, H], this step's key (after RoPE)
+  const float* v_new;   // [B, K, H]
+  const float* keys;    // [B, S, K, H], the cache
+  const float* values;  // [B, K, H, S]
+  const int32_t* key_positions;  // [B, S], -1 for none
+  const int32_t* positions;      // [B], the query's position, -1 for a free row
+  float* out;                    // [B, K, G, H]
+  int64_t batch, slots, kv_heads, groups, head_dim;
+  int64_t window;  // 0: none
+  float soft_cap;  // 0: none
+
+  float Cap(float logit) const {
+    return soft_cap > 0 ? std::tanh(logit / soft_cap) * soft_cap : logit;
+  }
+
+  bool Visible(int32_t key, int32_t query) const {
+    return key >= 0 && key <= query && (window == 0 || query - key < window);
+  }
+
+  // Row b, kv head h: the scores of the visible stretch [lo, hi) then of the own key,
+  // softmax, and the values weighted by them.
+  void Run(int64_t b, int64_t h, std::vector<float>& scores) const {
+    const int64_t S = slots, H = head_dim, G = groups;
+    const int64_t head = b * kv_heads + h;
+    float* o = out + head * G * H;
+    const int32_t query = positions[b];
+    if (query < 0) {  // a free row: its token is never used
+      std::fill(o, o + G * H, 0.0f);
+      return;
+    }
+    const int32_t* kp = key_positions + b * S;
+    int64_t lo = 0, hi = S;
+    while (lo < hi && !Visible(kp[lo], query)) ++lo;
+    while (hi > lo && !Visible(kp[hi - 1], query)) --hi;
+    const int64_t n = hi - lo, width = n + 1;  // the stretch, then the own key
+    scores.resize(G * width);
+    const float* qh = q + head * G * H;
+    for (int64_t s = lo; s < hi; ++s) {
+      const float* key = keys + ((b * S + s) * kv_heads + h) * H;
+      const bool visible = Visible(kp[s], query);
+      for (int64_t g = 0; g < G; ++g)
+        scores[g * width + s - lo] = visible ? Cap(Dot(qh + g * H, key, H)) : -INFINITY;
+    }
+    for (int64_t g = 0; g < G; ++g) {
+      float* row = &scores[g * width];
+      row[n] = Cap(Dot(qh + g * H, k_new + head * H, H));
+      // The own key is always visible, so the largest score is finite; a hidden one
+      // gets e^-87 (about 1e-38) from Exp, nothing next to the largest's 1.
+      const float max = *std::max_element(row, row + width);
+      const int64_t body = width - width % kLanes;
+      Lanes sum = Zero();
+      for (int64_t s = 0; s < body; s += kLanes) {
+        Lanes e = Exp(LoadX(row + s) - Splat(max));
+        __builtin_memcpy(row + s, &e, sizeof e);
+        sum = Add(sum, e);
+      }
+      float total = Sum(sum);
+      for (int64_t s = body; s < width; ++s) total += row[s] = std::exp(row[s] - max);
+      for (int64_t s = 0; s < width; ++s) row[s] /= total;
+    }
+    const float* v = values + head * H * S + lo;
+    const float* vn = v_new + head * H;
+    for (int64_t d = 0; d < H; ++d)
+      for (int64_t g = 0; g < G; ++g) {
+        const float* p = &scores[g * width];
+        o[g * H + d] = std::fma(p[n], vn[d], Dot(p, v + d * S, n));
+      }
+  }
+};
+
+ffi::Error DecodeAttentionImpl(
+    ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k_new,
+    ffi::Buffer<ffi::F32> v_new, ffi::Buffer<ffi::F32> keys,
+    ffi::Buffer<ffi::F32> values, ffi::Buffer<ffi::S32> key_positions,
+    ffi::Buffer<ffi::S32> positions, ffi::ResultBuffer<ffi::F32> out, int64_t window,
+    float soft_cap) {
+  auto qd = q.dimensions(), kd = keys.dimensions();
+  if (qd.size() != 4 || kd.size() != 4 || kd[0] != qd[0] || kd[2] != qd[1] ||
+      kd[3] != qd[3] || values.element_count() != keys.element_count() ||
+      k_new.element_count() != size_t(qd[0] * qd[1] * qd[3]) ||
+      v_new.element_count() != k_new.element_count() ||
+      key_positions.element_count() != size_t(kd[0] * kd[1]) ||
+      positions.element_count() != size_t(qd[0])) {
+    return ffi::Error::InvalidArgument(
+        "decode_attention takes q [B, K, G, H], k_new and v_new [B, K, H], keys "
+        "[B, S, K, H], values [B, K, H, S], key_positions [B, S], positions [B]");
+  }
+  const Attention attention = {
+      q.typed_data(),      k_new.typed_data(),         v_new.typed_data(),
+      keys.typed_data(),   values.typed_data(),        key_positions.typed_data(),
+      positions.typed_data(), out->typed_data(),       qd[0],
+      kd[1],               qd[1],                      qd[2],
+      qd[3],               window,                     soft_cap};
+  ParallelFor(pool, qd[0] * qd[1], [&](int64_t i) {
+    thread_local std::vector<float> scores;
+    attention.Run(i / qd[1], i % qd[1], scores);
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(Int8Matmul, Int8MatmulImpl,
@@ -304,6 +421,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Int8Matmul, Int8MatmulImpl,
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DecodeAttention, DecodeAttentionImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("window")
+                                  .Attr<float>("soft_cap"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(LogitStats, LogitStatsImpl,
                               ffi::Ffi::Bind()
@@ -318,10 +449,12 @@ namespace {
 
 PyObject* Handlers(PyObject*, PyObject*) {
   return Py_BuildValue(
-      "{s:N,s:N}", "int8_matmul",
+      "{s:N,s:N,s:N}", "int8_matmul",
       PyCapsule_New(reinterpret_cast<void*>(Int8Matmul), nullptr, nullptr),
       "logit_stats",
-      PyCapsule_New(reinterpret_cast<void*>(LogitStats), nullptr, nullptr));
+      PyCapsule_New(reinterpret_cast<void*>(LogitStats), nullptr, nullptr),
+      "decode_attention",
+      PyCapsule_New(reinterpret_cast<void*>(DecodeAttention), nullptr, nullptr));
 }
 
 PyMethodDef kMethods[] = {

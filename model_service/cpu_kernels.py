@@ -13,9 +13,11 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 _INT8_MATMUL = "gemma_studio_int8_matmul"
 _LOGIT_STATS = "gemma_studio_logit_stats"
+_DECODE_ATTENTION = "gemma_studio_decode_attention"
 
 
 @functools.cache
@@ -31,6 +33,9 @@ def _register() -> None:
     handlers = _cpu_kernels.handlers()
     jax.ffi.register_ffi_target(_INT8_MATMUL, handlers["int8_matmul"], platform="cpu")
     jax.ffi.register_ffi_target(_LOGIT_STATS, handlers["logit_stats"], platform="cpu")
+    jax.ffi.register_ffi_target(
+        _DECODE_ATTENTION, handlers["decode_attention"], platform="cpu"
+    )
 
 
 def int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array:
@@ -75,3 +80,52 @@ def logit_stats(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
         ),
     )
     return call(logits.astype(jnp.float32))
+
+
+def decode_attention(
+    q: jax.Array,
+    k_new: jax.Array,
+    v_new: jax.Array,
+    keys: jax.Array,
+    values: jax.Array,
+    key_positions: jax.Array,
+    positions: jax.Array,
+    *,
+    window: int,
+    soft_cap: float,
+) -> jax.Array:
+    """Attention of one query token per row to its cached keys and its own new key.
+
+    A key at position p is visible to the query at position t when 0 <= p <= t and,
+    with a window, t - p < window; the own key always is. Only the stretch of slots
+    that holds visible keys is read. A free row (position -1) gets zeros.
+
+    Args:
+        q: [B, K, G, H] float32, after RoPE and the query scale (G queries per
+            kv head).
+        k_new, v_new: [B, K, H], this step's key (after RoPE) and value.
+        keys: [B, S, K, H], the cache's keys.
+        values: [B, K, H, S], the cache's values, slots last.
+        key_positions: [B, S] int32, each slot's visible position, -1 for none.
+        positions: [B] int32, each query's position.
+        window: the sliding window, 0 for none.
+        soft_cap: cap * tanh(logit / cap) on the logits, 0 for none.
+
+    Returns:
+        float32 [B, K, G, H].
+    """
+    _register()
+    call = jax.ffi.ffi_call(
+        _DECODE_ATTENTION, jax.ShapeDtypeStruct(q.shape, jnp.float32)
+    )
+    return call(
+        q,
+        k_new,
+        v_new,
+        keys,
+        values,
+        key_positions.astype(jnp.int32),
+        positions.astype(jnp.int32),
+        window=np.int64(window),
+        soft_cap=np.float32(soft_cap),
+    )

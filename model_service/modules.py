@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from model_service import cache as kv_cache
-from model_service import layers
+from model_service import cpu_kernels, layers
 from model_service.config import LOCAL, AttentionType, TransformerConfig
 
 # A large negative logit for masked keys: finite, so a query with nothing to attend to
@@ -112,6 +112,61 @@ class Attention(nn.Module):
         )
         return jnp.where(mask[:, :, None, None, :], logits, K_MASK)
 
+    def _attend(
+        self,
+        q: jax.Array,  # [B, T, K, G, H]
+        k: jax.Array,  # [B, T, K, H]
+        v: jax.Array,  # [B, T, K, H]
+        cache: kv_cache.LayerCache | None,
+        positions: jax.Array,  # [B, T]
+    ) -> jax.Array:  # [B, T, K, G, H]
+        """Attention of the queries to the cache's visible keys and to this call's own.
+
+        Keys in two parts: what the row stored before (read from the cache as it
+        lies) and this call's own tokens. The cache is written afterwards, so a call
+        longer than a ring still sees all its tokens, and XLA updates the cache in
+        place instead of copying it for a concatenation.
+        """
+        # Each part: keys, their positions, values and how the values are laid out.
+        parts = [(k, positions, v, "BSKH")]
+        if cache is not None:
+            past = kv_cache.visible_positions(cache, positions)
+            keys, values = cache["k"].astype(k.dtype), cache["v"].astype(v.dtype)
+            parts.insert(0, (keys, past, values, "BKHS"))
+        logits = jnp.concatenate(
+            [self._logits(q, keys, positions, key_pos) for keys, key_pos, *_ in parts],
+            axis=-1,
+        )
+        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+        encoded = 0
+        for keys, _, values, layout in parts:
+            part, probs = jnp.split(probs, [keys.shape[1]], axis=-1)
+            encoded += jnp.einsum(f"BTKGS,{layout}->BTKGH", part, values)
+        return encoded
+
+    def _attend_step(
+        self,
+        q: jax.Array,  # [B, 1, K, G, H]
+        k: jax.Array,  # [B, 1, K, H]
+        v: jax.Array,  # [B, 1, K, H]
+        cache: kv_cache.LayerCache,
+        positions: jax.Array,  # [B, 1]
+    ) -> jax.Array:  # [B, 1, K, G, H]
+        """`_attend` for one token per row, on a CPU: the C++ kernel reads only the
+        cache's visible stretch of keys and values (XLA's products read all of it)."""
+        encoded = cpu_kernels.decode_attention(
+            q[:, 0],
+            k[:, 0],
+            v[:, 0],
+            cache["k"],
+            cache["v"],
+            kv_cache.visible_positions(cache, positions),
+            positions[:, 0],
+            window=self.sliding_window or 0,
+            soft_cap=self.config.attn_logits_soft_cap or 0.0,
+        )
+        return encoded[:, None]
+
     @nn.compact
     def __call__(
         self,
@@ -140,25 +195,16 @@ class Attention(nn.Module):
         batch, time, _, _ = q.shape
         groups = cfg.num_heads // cfg.num_kv_heads
         q = q.reshape(batch, time, cfg.num_kv_heads, groups, cfg.head_dim)
-        # Keys in two parts: what the row stored before (read from the cache as it
-        # lies) and this call's own tokens. The cache is written afterwards, so a
-        # call longer than a ring still sees all its tokens, and XLA updates the
-        # cache in place instead of copying it for a concatenation.
-        # Each part: keys, their positions, values and how the values are laid out.
-        parts = [(k, positions, v, "BSKH")]
-        if cache is not None:
-            past = kv_cache.visible_positions(cache, positions)
-            keys, values = cache["k"].astype(k.dtype), cache["v"].astype(v.dtype)
-            parts.insert(0, (keys, past, values, "BKHS"))
-        logits = jnp.concatenate(
-            [self._logits(q, keys, positions, key_pos) for keys, key_pos, *_ in parts],
-            axis=-1,
-        )
-        probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-        encoded = 0
-        for keys, _, values, layout in parts:
-            part, probs = jnp.split(probs, [keys.shape[1]], axis=-1)
-            encoded += jnp.einsum(f"BTKGS,{layout}->BTKGH", part, values)
+        if (
+            cache is not None
+            and time == 1
+            and cache["k"].dtype == q.dtype == jnp.float32
+        ):
+            encoded = jax.lax.platform_dependent(
+                q, k, v, cache, positions, cpu=self._attend_step, default=self._attend
+            )
+        else:
+            encoded = self._attend(q, k, v, cache, positions)
         encoded = encoded.reshape(batch, time, cfg.num_heads, cfg.head_dim)
         if cache is not None:
             write = kv_cache.write_step if time == 1 else kv_cache.write

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model_service.cpu_kernels import int8_matmul, logit_stats
+from model_service.cpu_kernels import decode_attention, int8_matmul, logit_stats
 
 # (rows, outputs, depth): odd sizes leave tails in every direction the kernel tiles
 # (rows by four, outputs by eight and two, depth by eight); 5000 x 640 is split
@@ -100,3 +100,52 @@ def test_logit_stats_of_each_row_come_out_as_alone() -> None:
 def test_logit_stats_refuse_an_empty_vocabulary() -> None:
     with pytest.raises(Exception, match="logits \\[R, V\\], V > 0"):
         jax.block_until_ready(logit_stats(np.zeros((2, 0), np.float32)))
+
+
+def attention_reference(
+    q, k_new, v_new, keys, values, key_positions, positions, window, cap
+):
+    """NumPy float64: softmax over the visible cached keys and the own key."""
+    q, k_new, v_new = (a.astype(np.float64) for a in (q, k_new, v_new))
+    out = np.zeros(q.shape)
+    for b, t in enumerate(positions):
+        if t < 0:
+            continue
+        p = key_positions[b]
+        visible = (p >= 0) & (p <= t) & ((t - p < window) if window else True)
+        for h in range(q.shape[1]):
+            k = np.concatenate([keys[b, visible, h], k_new[b, h][None]])
+            v = np.concatenate([values[b, h][:, visible].T, v_new[b, h][None]])
+            logits = q[b, h] @ k.T  # [G, visible + 1]
+            if cap:
+                logits = np.tanh(logits / cap) * cap
+            weights = np.exp(logits - logits.max(axis=1, keepdims=True))
+            out[b, h] = (weights / weights.sum(axis=1, keepdims=True)) @ v
+    return out
+
+
+@pytest.mark.parametrize("window, cap", [(0, 0.0), (5, 0.0), (0, 4.0)])
+def test_decode_attention_attends_to_the_visible_keys_and_its_own(window, cap) -> None:
+    # 3 rows, 2 kv heads of 2 queries, head size 12 (a tail after the lanes), 19 slots.
+    rng = np.random.default_rng(2)
+    batch, heads, groups, size, slots = 3, 2, 2, 12, 19
+    q = rng.standard_normal((batch, heads, groups, size), np.float32)
+    k_new = rng.standard_normal((batch, heads, size), np.float32)
+    v_new = rng.standard_normal((batch, heads, size), np.float32)
+    keys = rng.standard_normal((batch, slots, heads, size), np.float32)
+    values = rng.standard_normal((batch, heads, size, slots), np.float32)
+    key_positions = np.full((batch, slots), -1, np.int32)
+    key_positions[0, :9] = np.arange(9)  # row 0 at position 9 over 9 stored keys
+    key_positions[1, 2:14] = np.arange(2, 14)  # row 1 at 20; 14..19 were never stored
+    key_positions[1, 6] = -1  # (a hole inside the stretch)
+    positions = np.array([9, 20, -1], np.int32)  # row 2 is free
+
+    out = jax.jit(decode_attention, static_argnames=("window", "soft_cap"))(
+        q, k_new, v_new, keys, values, key_positions, positions, window=window,
+        soft_cap=cap,
+    )  # fmt: skip
+
+    expected = attention_reference(
+        q, k_new, v_new, keys, values, key_positions, positions, window, cap
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
