@@ -47,6 +47,10 @@ inline Lanes LoadW(const int8_t* p) {
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
 }
 inline Lanes Fma(Lanes a, Lanes b, Lanes acc) { return _mm256_fmadd_ps(a, b, acc); }
+// Keeps a loaded vector in a register: GCC would otherwise load it again as the
+// memory operand of each FMA that uses it, and the tile of four rows is then bound by
+// loads (its 8-row product about 10 % slower, 16 rows 25 %).
+inline void InRegister(Lanes& v) { asm("" : "+x"(v)); }
 inline float Sum(Lanes v) {
   __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
   s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -94,6 +98,7 @@ inline Lanes LoadW(const int8_t* p) {
   return Lanes{float(p[0]), float(p[1]), float(p[2]), float(p[3]),
                float(p[4]), float(p[5]), float(p[6]), float(p[7])};
 }
+inline void InRegister(Lanes&) {}
 inline Lanes Fma(Lanes a, Lanes b, Lanes acc) {
   Lanes out;
   for (int i = 0; i < 8; ++i) out[i] = __builtin_fmaf(a[i], b[i], acc[i]);
@@ -143,7 +148,10 @@ void Tile(const Product& p, int64_t r, int64_t m) {
   for (int64_t k = 0; k < body; k += kLanes) {
     __builtin_prefetch(next + k * OUTS);
     Lanes xv[ROWS];
-    for (int i = 0; i < ROWS; ++i) xv[i] = LoadX(x + i * p.depth + k);
+    for (int i = 0; i < ROWS; ++i) {
+      xv[i] = LoadX(x + i * p.depth + k);
+      InRegister(xv[i]);
+    }
     for (int j = 0; j < OUTS; ++j) {
       Lanes wv = LoadW(w + j * p.depth + k);
       for (int i = 0; i < ROWS; ++i) acc[i][j] = Fma(xv[i], wv, acc[i][j]);
