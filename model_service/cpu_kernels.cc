@@ -1,12 +1,13 @@
-// CPU kernels of a decode step, as XLA FFI handlers: int8 weights times float
-// activations (few rows), and the statistics of each row of logits that sampling needs.
+// CPU kernels of the model, as XLA FFI handlers: int8 weights times float activations,
+// a decode step's attention, and the statistics of each row of logits that sampling
+// needs.
 //
 // y[r, m] = scale[m] * sum_k x[r, k] * w[m, k], for x float32 [R, K], w int8 [M, K]
-// and scale float32 [M]: the product that `model_service.layers` sends here for up to
-// MAX_KERNEL_ROWS rows. Each weight byte is read from memory once per call and
-// converted to float next to its use, so a step reads a quarter of the float bytes;
-// XLA on a CPU either converts the whole weight first or, for one row only, fuses the
-// conversion and recomputes the row's producers for every output.
+// and scale float32 [M]: every int8 product of `model_service.layers`, a decode step's
+// few rows and a prefill pass's many. Each weight byte is read from memory once per
+// call and converted to float next to its use, so a step reads a quarter of the float
+// bytes; XLA on a CPU either converts the whole weight first or, for one row only,
+// fuses the conversion and recomputes the row's producers for every output.
 //
 // Every output is computed the same way whatever the number of rows, the tile it falls
 // in or the thread that runs it: eight float lanes accumulated by FMA along k, summed

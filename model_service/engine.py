@@ -17,7 +17,6 @@ import logging
 from typing import Any
 
 from model_service.chat_format import format_conversation
-from model_service.layers import MAX_KERNEL_ROWS
 from model_service.quantize import default_quantization, quantize_params
 from model_service.sampler import PREFILL_PASS_COST, Generation, Piece, Sampler
 from model_service.sampling import SamplingParams
@@ -51,8 +50,7 @@ class Engine:
 
     Args:
         model: a `LoadedModel` (config, params, tokenizer).
-        max_batch: rows decoded together (at most `layers.MAX_KERNEL_ROWS` with
-            int8 weights).
+        max_batch: rows decoded together.
         max_length: positions per row (prompt and answer).
         quantize: "int8" to store every matmul weight as int8 with per-channel
             scales (`model_service.quantize`), "none" to keep them as loaded; default
@@ -69,13 +67,6 @@ class Engine:
     ) -> None:
         params = model.params
         if (quantize or default_quantization()) == "int8":
-            if max_batch > MAX_KERNEL_ROWS:
-                raise ValueError(
-                    f"max_batch={max_batch}: with int8 weights, more than "
-                    f"{MAX_KERNEL_ROWS} rows take float products whose last bits "
-                    "differ from a small batch's, and a request's tokens would "
-                    "depend on how many others run beside it"
-                )
             params = quantize_params(params)
         self.tokenizer = model.tokenizer
         self.sampler = Sampler(

@@ -40,10 +40,10 @@ from model_service.sampling import MAX_TOP_K, SamplingParams, sample_rows
 from model_service.transformer import Transformer
 
 # Prefill pass sizes and what a pass of each costs, relative (ms for Gemma 3 270M on
-# the 2-core development CPU). A pass has a fixed cost (converting the int8 weights,
-# one step of every layer) worth about 20 rows; from 128 rows on, a row costs the same,
-# so longer passes would only pad more.
-PREFILL_PASS_COST = {16: 87, 32: 149, 64: 218, 128: 370}
+# the 2-core development CPU, int8 weights). A pass has a fixed cost (reading every
+# weight, the attention over the whole cache) worth about 15 rows, then about 2 ms a
+# row; longer passes would only pad more.
+PREFILL_PASS_COST = {16: 55, 32: 95, 64: 145, 128: 270}
 DEFAULT_MAX_LENGTH = 4096
 
 

@@ -107,11 +107,6 @@ def test_it_grows_and_shrinks_the_batch_without_changing_any_tokens(model, engin
         )
 
 
-def test_it_refuses_an_int8_batch_too_large_to_keep_tokens_exact(model) -> None:
-    with pytest.raises(ValueError, match="max_batch=33"):
-        Engine(model, max_batch=33, max_length=MAX_LENGTH, quantize="int8")
-
-
 def test_it_reuses_the_row_of_a_finished_request(model, engine) -> None:
     prompt = model.tokenizer.encode("Row reuse", add_bos=True)
     params = SamplingParams(max_new_tokens=3)
