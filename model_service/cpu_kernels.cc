@@ -316,9 +316,13 @@ float Dot(const float* a, const float* b, int64_t n) {
 }
 
 // One decode step's attention: every row's single query against the keys its cache
-// holds and its own new key. Only the stretch of slots that holds visible keys is read,
-// so a row early in its answer reads little of a long cache, which XLA's fixed-shape
-// products read whole.
+// holds and its own new key. Only the slots that hold visible keys are read, so a row
+// early in its answer reads little of a long cache, which XLA's fixed-shape products
+// read whole. The slots are cut in parts of kSlotsPerPart, each a task of its own (a
+// long cache is read by both cores even for one row), and the parts' softmax sums are
+// combined in a fixed order: a row's result does not depend on the other rows.
+constexpr int64_t kSlotsPerPart = 512;
+
 struct Attention {
   const float* q;       // [B, K, G, H], after RoPE and the query scale
   const float* k_new;   // [B, K, H], this step's key (after RoPE)
@@ -331,6 +335,12 @@ struct Attention {
   int64_t batch, slots, kv_heads, groups, head_dim;
   int64_t window;  // 0: none
   float soft_cap;  // 0: none
+  // Per (row, kv head, part): for each query its largest logit, the sum of
+  // exp(logit - largest) (0: no visible key) and the values weighted by those.
+  std::vector<float> partials;
+
+  int64_t parts() const { return (slots + kSlotsPerPart - 1) / kSlotsPerPart; }
+  int64_t PartialSize() const { return groups * (2 + head_dim); }
 
   float Cap(float logit) const {
     return soft_cap > 0 ? std::tanh(logit / soft_cap) * soft_cap : logit;
@@ -340,54 +350,77 @@ struct Attention {
     return key >= 0 && key <= query && (window == 0 || query - key < window);
   }
 
-  // Row b, kv head h: the scores of the visible stretch [lo, hi) then of the own key,
-  // softmax, and the values weighted by them.
-  void Run(int64_t b, int64_t h, std::vector<float>& scores) const {
-    const int64_t S = slots, H = head_dim, G = groups;
-    const int64_t head = b * kv_heads + h;
-    float* o = out + head * G * H;
+  // Row b, kv head h, the visible keys among slots [part * kSlotsPerPart, ...).
+  void Part(int64_t b, int64_t h, int64_t part, std::vector<float>& scores) {
+    const int64_t S = slots, H = head_dim, G = groups, head = b * kv_heads + h;
+    float* partial = &partials[(head * parts() + part) * PartialSize()];
+    float *max = partial, *sum = partial + G, *weighted = partial + 2 * G;
+    std::fill(sum, sum + G, 0.0f);
     const int32_t query = positions[b];
-    if (query < 0) {  // a free row: its token is never used
-      std::fill(o, o + G * H, 0.0f);
-      return;
-    }
     const int32_t* kp = key_positions + b * S;
-    int64_t lo = 0, hi = S;
+    int64_t lo = part * kSlotsPerPart, hi = std::min(lo + kSlotsPerPart, S);
     while (lo < hi && !Visible(kp[lo], query)) ++lo;
     while (hi > lo && !Visible(kp[hi - 1], query)) --hi;
-    const int64_t n = hi - lo, width = n + 1;  // the stretch, then the own key
-    scores.resize(G * width);
+    const int64_t n = hi - lo;
+    if (query < 0 || n == 0) return;
+    scores.resize(G * n);
     const float* qh = q + head * G * H;
     for (int64_t s = lo; s < hi; ++s) {
       const float* key = keys + ((b * S + s) * kv_heads + h) * H;
       const bool visible = Visible(kp[s], query);
       for (int64_t g = 0; g < G; ++g)
-        scores[g * width + s - lo] = visible ? Cap(Dot(qh + g * H, key, H)) : -INFINITY;
+        scores[g * n + s - lo] = visible ? Cap(Dot(qh + g * H, key, H)) : -INFINITY;
     }
     for (int64_t g = 0; g < G; ++g) {
-      float* row = &scores[g * width];
-      row[n] = Cap(Dot(qh + g * H, k_new + head * H, H));
-      // The own key is always visible, so the largest score is finite; a hidden one
-      // gets e^-87 (about 1e-38) from Exp, nothing next to the largest's 1.
-      const float max = *std::max_element(row, row + width);
-      const int64_t body = width - width % kLanes;
-      Lanes sum = Zero();
+      // The stretch starts and ends with visible keys, so the largest score is finite;
+      // a hidden one between gets e^-87 (about 1e-38) from Exp, nothing next to 1.
+      float* row = &scores[g * n];
+      max[g] = *std::max_element(row, row + n);
+      const int64_t body = n - n % kLanes;
+      Lanes total = Zero();
       for (int64_t s = 0; s < body; s += kLanes) {
-        Lanes e = Exp(LoadX(row + s) - Splat(max));
+        Lanes e = Exp(LoadX(row + s) - Splat(max[g]));
         __builtin_memcpy(row + s, &e, sizeof e);
-        sum = Add(sum, e);
+        total = Add(total, e);
       }
-      float total = Sum(sum);
-      for (int64_t s = body; s < width; ++s) total += row[s] = std::exp(row[s] - max);
-      for (int64_t s = 0; s < width; ++s) row[s] /= total;
+      sum[g] = Sum(total);
+      for (int64_t s = body; s < n; ++s) sum[g] += row[s] = std::exp(row[s] - max[g]);
     }
     const float* v = values + head * H * S + lo;
-    const float* vn = v_new + head * H;
     for (int64_t d = 0; d < H; ++d)
-      for (int64_t g = 0; g < G; ++g) {
-        const float* p = &scores[g * width];
-        o[g * H + d] = std::fma(p[n], vn[d], Dot(p, v + d * S, n));
+      for (int64_t g = 0; g < G; ++g) weighted[g * H + d] = Dot(&scores[g * n], v + d * S, n);
+  }
+
+  // Row b, kv head h: the own key's score, then the parts in order, normalized.
+  void Combine(int64_t b, int64_t h) const {
+    const int64_t H = head_dim, G = groups, head = b * kv_heads + h;
+    float* o = out + head * G * H;
+    if (positions[b] < 0) {  // a free row: its token is never used
+      std::fill(o, o + G * H, 0.0f);
+      return;
+    }
+    const float* qh = q + head * G * H;
+    const float* vn = v_new + head * H;
+    for (int64_t g = 0; g < G; ++g) {
+      const float own = Cap(Dot(qh + g * H, k_new + head * H, H));
+      float max = own;
+      for (int64_t part = 0; part < parts(); ++part) {
+        const float* partial = &partials[(head * parts() + part) * PartialSize()];
+        if (partial[G + g] > 0) max = std::max(max, partial[g]);
       }
+      float* og = o + g * H;
+      float total = std::exp(own - max);
+      for (int64_t d = 0; d < H; ++d) og[d] = total * vn[d];
+      for (int64_t part = 0; part < parts(); ++part) {
+        const float* partial = &partials[(head * parts() + part) * PartialSize()];
+        if (partial[G + g] == 0) continue;
+        const float factor = std::exp(partial[g] - max);
+        total += partial[G + g] * factor;
+        const float* weighted = partial + 2 * G + g * H;
+        for (int64_t d = 0; d < H; ++d) og[d] = std::fma(weighted[d], factor, og[d]);
+      }
+      for (int64_t d = 0; d < H; ++d) og[d] /= total;
+    }
   }
 };
 
@@ -408,16 +441,19 @@ ffi::Error DecodeAttentionImpl(
         "decode_attention takes q [B, K, G, H], k_new and v_new [B, K, H], keys "
         "[B, S, K, H], values [B, K, H, S], key_positions [B, S], positions [B]");
   }
-  const Attention attention = {
+  Attention attention = {
       q.typed_data(),      k_new.typed_data(),         v_new.typed_data(),
       keys.typed_data(),   values.typed_data(),        key_positions.typed_data(),
       positions.typed_data(), out->typed_data(),       qd[0],
       kd[1],               qd[1],                      qd[2],
       qd[3],               window,                     soft_cap};
-  ParallelFor(pool, qd[0] * qd[1], [&](int64_t i) {
+  const int64_t heads = qd[0] * qd[1], parts = attention.parts();
+  attention.partials.resize(heads * parts * attention.PartialSize());
+  ParallelFor(pool, heads * parts, [&](int64_t i) {
     thread_local std::vector<float> scores;
-    attention.Run(i / qd[1], i % qd[1], scores);
+    attention.Part(i / parts / qd[1], i / parts % qd[1], i % parts, scores);
   });
+  for (int64_t i = 0; i < heads; ++i) attention.Combine(i / qd[1], i % qd[1]);
   return ffi::Error::Success();
 }
 

@@ -124,11 +124,14 @@ def attention_reference(
     return out
 
 
+@pytest.mark.parametrize("slots", [19, 1100])  # one part of 512 slots, and three
 @pytest.mark.parametrize("window, cap", [(0, 0.0), (5, 0.0), (0, 4.0)])
-def test_decode_attention_attends_to_the_visible_keys_and_its_own(window, cap) -> None:
-    # 3 rows, 2 kv heads of 2 queries, head size 12 (a tail after the lanes), 19 slots.
+def test_decode_attention_attends_to_the_visible_keys_and_its_own(
+    window, cap, slots
+) -> None:
+    # 4 rows, 2 kv heads of 2 queries, head size 12 (a tail after the lanes).
     rng = np.random.default_rng(2)
-    batch, heads, groups, size, slots = 3, 2, 2, 12, 19
+    batch, heads, groups, size = 4, 2, 2, 12
     q = rng.standard_normal((batch, heads, groups, size), np.float32)
     k_new = rng.standard_normal((batch, heads, size), np.float32)
     v_new = rng.standard_normal((batch, heads, size), np.float32)
@@ -138,7 +141,8 @@ def test_decode_attention_attends_to_the_visible_keys_and_its_own(window, cap) -
     key_positions[0, :9] = np.arange(9)  # row 0 at position 9 over 9 stored keys
     key_positions[1, 2:14] = np.arange(2, 14)  # row 1 at 20; 14..19 were never stored
     key_positions[1, 6] = -1  # (a hole inside the stretch)
-    positions = np.array([9, 20, -1], np.int32)  # row 2 is free
+    key_positions[3, : slots - 7] = np.arange(slots - 7)  # row 3: all but 7 slots
+    positions = np.array([9, 20, -1, slots - 7], np.int32)  # row 2 is free
 
     out = jax.jit(decode_attention, static_argnames=("window", "soft_cap"))(
         q, k_new, v_new, keys, values, key_positions, positions, window=window,
