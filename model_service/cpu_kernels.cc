@@ -332,7 +332,7 @@ struct Attention {
   const int32_t* key_positions;  // [B, S], -1 for none
   const int32_t* positions;      // [B], the query's position, -1 for a free row
   float* out;                    // [B, K, G, H]
-  int64_t batch, slots, kv_heads, groups, head_dim;
+  int64_t slots, kv_heads, groups, head_dim;
   int64_t window;  // 0: none
   float soft_cap;  // 0: none
   // Per (row, kv head, part): for each query its largest logit, the sum of
@@ -441,12 +441,20 @@ ffi::Error DecodeAttentionImpl(
         "decode_attention takes q [B, K, G, H], k_new and v_new [B, K, H], keys "
         "[B, S, K, H], values [B, K, H, S], key_positions [B, S], positions [B]");
   }
-  Attention attention = {
-      q.typed_data(),      k_new.typed_data(),         v_new.typed_data(),
-      keys.typed_data(),   values.typed_data(),        key_positions.typed_data(),
-      positions.typed_data(), out->typed_data(),       qd[0],
-      kd[1],               qd[1],                      qd[2],
-      qd[3],               window,                     soft_cap};
+  Attention attention = {q.typed_data(),
+                         k_new.typed_data(),
+                         v_new.typed_data(),
+                         keys.typed_data(),
+                         values.typed_data(),
+                         key_positions.typed_data(),
+                         positions.typed_data(),
+                         out->typed_data(),
+                         /*slots=*/kd[1],
+                         /*kv_heads=*/qd[1],
+                         /*groups=*/qd[2],
+                         /*head_dim=*/qd[3],
+                         window,
+                         soft_cap};
   const int64_t heads = qd[0] * qd[1], parts = attention.parts();
   attention.partials.resize(heads * parts * attention.PartialSize());
   ParallelFor(pool, heads * parts, [&](int64_t i) {

@@ -3,8 +3,8 @@
 The extension module `model_service._cpu_kernels` is built with the package
 (`setup.py`); its handlers are registered with XLA as FFI targets the first time a
 kernel is traced. The kernels exist for the CPU only: on an accelerator the weights
-stay in bf16 and never reach the int8 product, and `logit_stats` has a twin in
-`jax.numpy` (`model_service.sampler`).
+stay in bf16 and never reach the int8 product, and the other two have twins in
+`jax.numpy` (`sampler.logit_stats`, `modules.Attention._attend`), chosen by platform.
 """
 
 from __future__ import annotations
@@ -18,6 +18,12 @@ import numpy as np
 _INT8_MATMUL = "gemma_studio_int8_matmul"
 _LOGIT_STATS = "gemma_studio_logit_stats"
 _DECODE_ATTENTION = "gemma_studio_decode_attention"
+# XLA's target name of each handler of `_cpu_kernels.handlers()`.
+_TARGETS = {
+    "int8_matmul": _INT8_MATMUL,
+    "logit_stats": _LOGIT_STATS,
+    "decode_attention": _DECODE_ATTENTION,
+}
 
 
 @functools.cache
@@ -30,12 +36,8 @@ def _register() -> None:
             "install`, or `pip install -e .`), which compiles "
             "model_service/cpu_kernels.cc"
         ) from error
-    handlers = _cpu_kernels.handlers()
-    jax.ffi.register_ffi_target(_INT8_MATMUL, handlers["int8_matmul"], platform="cpu")
-    jax.ffi.register_ffi_target(_LOGIT_STATS, handlers["logit_stats"], platform="cpu")
-    jax.ffi.register_ffi_target(
-        _DECODE_ATTENTION, handlers["decode_attention"], platform="cpu"
-    )
+    for name, handler in _cpu_kernels.handlers().items():
+        jax.ffi.register_ffi_target(_TARGETS[name], handler, platform="cpu")
 
 
 def int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array:
@@ -65,7 +67,7 @@ def logit_stats(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
     log(sum(exp)), in one pass over the row on both cores.
 
     A token's log-probability is its logit minus the second. XLA's own log-softmax
-    of a step's 8 x 262144 logits took longer than the model's layers.
+    of a step's 8 x 262144 logits took 14 ms of the step.
 
     Returns:
         (int32 [R], float32 [R]).
