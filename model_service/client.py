@@ -290,6 +290,14 @@ class GenerationClient:
     def wait(self, request_id: str) -> GenerationResult:
         return collect_result(request_id, self.stream(request_id))
 
+    def wait_for_first_event(self, request_id: str, timeout_s: float) -> bool:
+        """Blocks, without using the CPU, until the request's stream holds an event
+        (its first piece once the prompt is prefilled, or its end), at most `timeout_s`;
+        True if it does."""
+        block_ms = max(1, int(timeout_s * 1000))
+        key = events_key(request_id)
+        return bool(self.redis.xread({key: "0-0"}, count=1, block=block_ms))
+
     def generate(
         self,
         model: str,

@@ -2,9 +2,9 @@
 
 Each function checks its input and changes the database in one transaction; a rejected
 message leaves nothing behind. A new answer gets its generation request id with its row,
-and only after the commit is it submitted to the generation worker (then the Celery task
-that saves it is enqueued), so the user's message is saved before generation starts and
-nobody looks for a row that is not there.
+and only after the commit is it submitted to the generation worker (then, once its
+prompt is prefilled, the Celery task that saves it is enqueued), so the user's message
+is saved before generation starts and nobody looks for a row that is not there.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import dataclasses
 import datetime
 import logging
 import secrets
+import threading
 import uuid
 
 from django.conf import settings
@@ -21,7 +22,7 @@ from django.db import transaction
 from django.shortcuts import get_object_or_404
 from django.utils import timezone
 
-from webapp.chat.generation import cancel_request, submit_answer
+from webapp.chat.generation import cancel_request, client, submit_answer
 from webapp.chat.models import Conversation, Message
 from webapp.chat.tasks import generate_answer
 
@@ -31,6 +32,8 @@ log = logging.getLogger(__name__)
 # generation stopped): nothing would save it, and the user must see an error, never an
 # endless spinner.
 CLAIM_TIMEOUT_S = 8.0
+# The longest an answer's Celery task waits to be enqueued (`_save_once_started`).
+SAVER_WAIT_S = 1.0
 UNCLAIMED_ERROR = (
     "No task picked up this answer to save it: the Celery worker for the "
     "'generation' queue is not running. Try again when it is."
@@ -142,11 +145,29 @@ def _start(answer: Message, history: list[Message]) -> None:
         log.exception("answer %s could not be submitted", answer.pk)
         error = f"Generation failed: {type(exc).__name__}: {exc}"
     if error is None:
-        generate_answer.delay(answer.pk)
+        threading.Thread(
+            target=_save_once_started, args=(answer,), name="saver", daemon=True
+        ).start()
     else:
         Message.objects.filter(pk=answer.pk).update(
             status=Message.Status.FAILED, error=error
         )
+
+
+def _save_once_started(answer: Message) -> None:
+    """Has a Celery task save the answer, once the worker has prefilled its prompt.
+
+    Publishing the task and the task's start take CPU that the prefill needs: on two
+    cores they lengthened it by several milliseconds (README, chat latency). Waiting
+    for the first event takes none, and the task reads the stream from its start, so
+    nothing is missed; a request still queued behind others gets its task after
+    SAVER_WAIT_S. (A web process killed within that wait leaves the answer streaming
+    and unsaved, as one killed between the commit and the enqueue always could.)
+    """
+    try:
+        client().wait_for_first_event(answer.request_id, SAVER_WAIT_S)
+    finally:
+        generate_answer.delay(answer.pk)
 
 
 def _show(conversation: Conversation, leaf: Message) -> None:
