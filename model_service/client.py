@@ -290,13 +290,20 @@ class GenerationClient:
     def wait(self, request_id: str) -> GenerationResult:
         return collect_result(request_id, self.stream(request_id))
 
-    def wait_for_first_event(self, request_id: str, timeout_s: float) -> bool:
-        """Blocks, without using the CPU, until the request's stream holds an event
-        (its first piece once the prompt is prefilled, or its end), at most `timeout_s`;
-        True if it does."""
-        block_ms = max(1, int(timeout_s * 1000))
+    def wait_for_events(self, request_id: str, count: int, timeout_s: float) -> bool:
+        """Blocks, without using the CPU, until the request's stream holds `count`
+        events or its end, at most `timeout_s`; True if it does."""
         key = events_key(request_id)
-        return bool(self.redis.xread({key: "0-0"}, count=1, block=block_ms))
+        deadline = time.monotonic() + timeout_s
+        last_id, seen = "0-0", 0
+        while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
+            reply = self.redis.xread({key: last_id}, count=count - seen, block=left_ms)
+            new_last, events = decode_entries(reply)
+            last_id = new_last or last_id
+            seen += len(events)
+            if seen >= count or any(e["type"] in ("done", "error") for e in events):
+                return True
+        return False
 
     def generate(
         self,

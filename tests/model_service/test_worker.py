@@ -114,14 +114,17 @@ def test_a_caller_may_choose_the_request_id(client, generation_worker):
     assert client.wait(chosen).request_id == chosen
 
 
-def test_a_caller_can_wait_for_the_first_event_of_a_request(client, generation_worker):
-    request_id = client.submit(MODEL, [2, 105], SamplingParams(max_new_tokens=2))
+def test_a_caller_can_wait_for_the_first_events_of_a_request(client, generation_worker):
+    request_id = client.submit(MODEL, [2, 105], SamplingParams(max_new_tokens=3))
 
-    assert client.wait_for_first_event(request_id, timeout_s=60)
-    first = client.redis.xrange(proto.events_key(request_id), count=1)
-    assert json.loads(first[0][1]["event"])["type"] == "piece"
+    assert client.wait_for_events(request_id, 2, timeout_s=60)
+    assert len(client.redis.xrange(proto.events_key(request_id), count=2)) == 2
+    # The end comes before a count the request never reaches: the wait stops there.
+    short = client.submit(MODEL, [2, 105], SamplingParams(max_new_tokens=1))
+    assert client.wait_for_events(short, 10, timeout_s=60)
+    assert client.wait(short).finish_reason == "length"
     # A request nobody submitted never starts: the wait ends with False.
-    assert not client.wait_for_first_event(uuid.uuid4().hex, timeout_s=0.05)
+    assert not client.wait_for_events(uuid.uuid4().hex, 1, timeout_s=0.05)
 
 
 def test_it_stops_a_request_mid_stream_and_keeps_its_partial_text(

@@ -3,7 +3,7 @@
 Each function checks its input and changes the database in one transaction; a rejected
 message leaves nothing behind. A new answer gets its generation request id with its row,
 and only after the commit is it submitted to the generation worker (then, once its
-prompt is prefilled, the Celery task that saves it is enqueued), so the user's message
+first pieces are out, the Celery task that saves it is enqueued), so the user's message
 is saved before generation starts and nobody looks for a row that is not there.
 """
 
@@ -155,17 +155,20 @@ def _start(answer: Message, history: list[Message]) -> None:
 
 
 def _save_once_started(answer: Message) -> None:
-    """Has a Celery task save the answer, once the worker has prefilled its prompt.
+    """Has a Celery task save the answer, once the worker has sent its second piece.
 
     Publishing the task and the task's start take CPU that the prefill needs: on two
-    cores they lengthened it by several milliseconds (README, chat latency). Waiting
-    for the first event takes none, and the task reads the stream from its start, so
-    nothing is missed; a request still queued behind others gets its task after
-    SAVER_WAIT_S. (A web process killed within that wait leaves the answer streaming
-    and unsaved, as one killed between the commit and the enqueue always could.)
+    cores they lengthened it by several milliseconds (README, chat latency). And the
+    publish holds this process's GIL: at the first piece it kept the page's reader
+    from forwarding it (first piece -> read 1.2 ms, 0.3 ms when the publish waits for
+    the second). Waiting takes no CPU, and the task reads the stream from its start,
+    so nothing is missed; an answer that ends at once, or a request still queued
+    behind others, gets its task at its end or after SAVER_WAIT_S. (A web process
+    killed within that wait leaves the answer streaming and unsaved, as one killed
+    between the commit and the enqueue always could.)
     """
     try:
-        client().wait_for_first_event(answer.request_id, SAVER_WAIT_S)
+        client().wait_for_events(answer.request_id, 2, SAVER_WAIT_S)
     finally:
         generate_answer.delay(answer.pk)
 
