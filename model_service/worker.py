@@ -149,13 +149,16 @@ class Worker:
                 self.start_request(model, engine, request_id)
 
     def start_request(self, model: str, engine: Engine, request_id: str) -> None:
-        self.redis.hset(proto.request_key(request_id), "worker", self.worker_id)
+        # One round trip: the prefill waits for it.
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(proto.request_key(request_id), "worker", self.worker_id)
+        pipe.hget(proto.request_key(request_id), "payload")
+        pipe.exists(proto.cancel_key(request_id))
+        _, raw_payload, cancelled = pipe.execute()
         try:
-            payload = json.loads(
-                self.redis.hget(proto.request_key(request_id), "payload")
-            )
+            payload = json.loads(raw_payload)
             self.requests[request_id] = (model, payload)
-            if self.redis.exists(proto.cancel_key(request_id)):
+            if cancelled:
                 self.finish(Update(request_id, finish_reason="cancelled"))
                 return
             params = SamplingParams.from_dict(payload["params"])
