@@ -8,14 +8,14 @@ Debian's Chromium. For each message, in a fresh conversation so that every promp
 the same, the page records `performance.now()` when "Send" is clicked and at the first
 animation frame after the answer's first text appears.
 
-After each message the same prompt ids go straight to the generation worker through
-its client, and the time from submit to the first piece is the engine's own prefill
-(plus two Redis hops), measured on the same worker under the same load, after as long
-an idle spell as the worker had before the chat's message (page load and all). What is
-left is the chat's overhead: the WebSocket, the database, Celery, the channel layer and
-the page. The last line reads `first_token_ms=X prefill_ms=Y overhead_ms=Z`: medians
-over the messages, Z of each message's first paint minus its own prefill (the goal is
-Z <= 20).
+Before each message the same prompt ids, with the conversation's settings, go
+straight to the generation worker through its client, and the time from submit to the
+first piece is the engine's own prefill (plus two Redis hops), measured on the same
+worker at the same moment as the chat's message: just after the page has opened.
+What is left is the chat's overhead: the WebSocket, the database, Celery, the channel
+layer and the page. The last line reads `first_token_ms=X prefill_ms=Y
+overhead_ms=Z`: medians over the messages, Z of each message's first paint minus its
+own prefill (the goal is Z <= 20).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ sys.path.insert(0, str(ROOT))
 from webapp.launcher import Launcher, socket_url, start_redis, stop  # noqa: E402
 
 PROMPT = "Write one sentence about the sea."
+# The conversations' settings, and so those of the engine's own requests too.
+SETTINGS = {"temperature": 0.0, "top_p": 0.95, "max_new_tokens": 8}
 CHROMIUM = "/usr/bin/chromium"
 READY_TIMEOUT_S = 300
 
@@ -96,7 +98,7 @@ def new_conversation_urls(model: str, count: int) -> tuple[str, list[str]]:
     paths = []
     for _ in range(count):
         conversation = Conversation.objects.create(
-            owner=user, model_name=model, temperature=0.0, max_new_tokens=8
+            owner=user, model_name=model, **SETTINGS
         )
         paths.append(f"/chat/{conversation.pk}/")
     return client.cookies["sessionid"].value, paths
@@ -107,13 +109,22 @@ def engine_first_piece_ms(client, model: str, prompt_ids: list[int]) -> float:
     from model_service.sampling import SamplingParams
 
     start = time.perf_counter()
-    request_id = client.submit(model, prompt_ids, SamplingParams(max_new_tokens=1))
+    request_id = client.submit(model, prompt_ids, SamplingParams(**SETTINGS))
     first = next(iter(client.stream(request_id)))
     elapsed = (time.perf_counter() - start) * 1000
     if first["type"] != "piece":
         raise SystemExit(f"the generation worker failed: {first}")
     client.wait(request_id)
     return elapsed
+
+
+def open_page(page, path: str) -> None:
+    page.goto(path)
+    page.wait_for_selector("body[data-connected]")
+    # Nobody sends within milliseconds of the page opening: let the page finish
+    # loading (the branch sent on connect) before the clock starts.
+    page.wait_for_load_state("networkidle")
+    page.wait_for_timeout(200)
 
 
 def measure(
@@ -140,22 +151,14 @@ def measure(
         context = browser.new_context(base_url=base_url)
         context.add_cookies([{"name": "sessionid", "value": cookie, "url": base_url}])
         page = context.new_page()
-        idle_since = time.monotonic()
         for path in paths:
-            page.goto(path)
-            page.wait_for_selector("body[data-connected]")
-            # Nobody sends within milliseconds of the page opening: let the page
-            # finish loading (the branch sent on connect) before the clock starts.
-            page.wait_for_load_state("networkidle")
-            page.wait_for_timeout(200)
-            idle_s = time.monotonic() - idle_since
+            # The engine's own request and the chat's message each come just after
+            # the page has opened: the same moment for the machine and the worker.
+            open_page(page, path)
+            prefill.append(engine_first_piece_ms(client, model, prompt_ids))
+            open_page(page, path)
             first_paint.append(page.evaluate(MEASURE_SEND, PROMPT))
             page.wait_for_selector("article.model.streaming", state="detached")
-            # The same idle spell before the engine's own request as before the chat's:
-            # a worker that has just decoded prefills faster than one woken from idle.
-            time.sleep(idle_s)
-            prefill.append(engine_first_piece_ms(client, model, prompt_ids))
-            idle_since = time.monotonic()
         browser.close()
     client.close()
     return first_paint, prefill
