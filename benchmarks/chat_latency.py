@@ -184,7 +184,7 @@ def main() -> None:
     # The first message warms every part up (compilation included); it is not counted.
     first_token, prefill = first_token[1:], prefill[1:]
 
-    # Each message's overhead against the prefill timed right after it: the machine's
+    # Each message's overhead against the prefill timed just before it: the machine's
     # speed drifts between messages, and a pair shares its moment.
     overhead = [paint - own for paint, own in zip(first_token, prefill, strict=True)]
     print(f"model {args.model}, {args.messages} messages, prompt {PROMPT!r}")

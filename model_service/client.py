@@ -190,6 +190,11 @@ def decode_entries(entries: list) -> tuple[str | None, list[dict[str, Any]]]:
     return last_id, events
 
 
+def is_last(event: dict[str, Any]) -> bool:
+    """Whether the event ends its request's stream (`done` or `error`)."""
+    return event["type"] in ("done", "error")
+
+
 def orphan_error(
     request: dict[str, str], workers: dict[str, dict[str, Any]]
 ) -> dict[str, Any] | None:
@@ -277,7 +282,7 @@ class GenerationClient:
             last_id = new_last or last_id
             for event in events:
                 yield event
-                if event["type"] in ("done", "error"):
+                if is_last(event):
                     return
             if not events:
                 error = orphan_error(
@@ -301,7 +306,7 @@ class GenerationClient:
             new_last, events = decode_entries(reply)
             last_id = new_last or last_id
             seen += len(events)
-            if seen >= count or any(e["type"] in ("done", "error") for e in events):
+            if seen >= count or any(is_last(event) for event in events):
                 return True
         return False
 
@@ -366,7 +371,7 @@ class AsyncGenerationClient:
             last_id = new_last or last_id
             for event in events:
                 yield event
-                if event["type"] in ("done", "error"):
+                if is_last(event):
                     return
             if not events:
                 error = orphan_error(
