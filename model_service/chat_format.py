@@ -17,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from model_service.tokenizer import Tokenizer
 
 ROLES = ("user", "model")
+# Role names of chat messages (OpenAI's, and Gemma's own) as Gemma roles.
+MESSAGE_ROLES = {"user": "user", "assistant": "model", "model": "model"}
 
 
 class PromptTooLong(ValueError):
@@ -87,11 +89,108 @@ def fit_to_context(
     return _assemble(tokenizer, blocks[dropped:], add_generation_prompt=True), dropped
 
 
+def format_training_example(
+    tokenizer: Tokenizer, turns: Sequence[Mapping[str, str]]
+) -> tuple[list[int], list[bool]]:
+    """A whole conversation's ids, and which of them the model wrote.
+
+    The ids are those of `format_conversation(..., add_generation_prompt=False)`. The
+    mask is true on each model turn's text and its `<end_of_turn>` (so a model trained
+    on it learns to end its turn), and false on BOS, the user turns, the turn headers
+    (`<start_of_turn>model\\n`, which the prompt gives at inference) and the newline
+    after each turn.
+
+    Args:
+        tokenizer: as for `format_conversation`.
+        turns: as for `format_conversation`; usually ending with a model turn.
+
+    Returns:
+        (ids, mask), of equal lengths.
+
+    Raises:
+        ValueError: the conversation is empty or malformed.
+    """
+    _check_turns(turns, add_generation_prompt=False)
+    ids, mask = [tokenizer.bos_id], [False]
+    for turn in turns:
+        block = _turn_ids(tokenizer, turn)
+        ids.extend(block)
+        if turn["role"] == "model":
+            start = _header_length(tokenizer, turn, block)
+            end = len(block) - len(tokenizer.encode("\n"))  # just past <end_of_turn>
+            mask.extend(start <= i < end for i in range(len(block)))
+        else:
+            mask.extend([False] * len(block))
+    return ids, mask
+
+
+def turns_from_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str, str]]:
+    """Chat messages with the common role names as Gemma turns.
+
+    `assistant` becomes `model`; Gemma has no system role, so `system` messages go in
+    front of the first user turn, separated by blank lines.
+
+    Args:
+        messages: `{"role": "system" | "user" | "assistant" | "model",
+            "content": str}` mappings.
+
+    Returns:
+        Turns for `format_conversation` (not checked for alternation).
+
+    Raises:
+        ValueError: a message that is not such a mapping, or nothing but system text.
+    """
+    system: list[str] = []
+    turns: list[dict[str, str]] = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, Mapping) or not {"role", "content"} <= set(message):
+            raise ValueError(f"message {index} must have 'role' and 'content'")
+        role, content = message["role"], message["content"]
+        if not isinstance(content, str):
+            raise ValueError(f"message {index} content must be a string")
+        if role == "system":
+            system.append(content)
+        elif role in MESSAGE_ROLES:
+            turns.append({"role": MESSAGE_ROLES[role], "content": content})
+        else:
+            raise ValueError(
+                f"message {index} has role {role!r}; roles are "
+                f"{', '.join(repr(r) for r in ('system', *MESSAGE_ROLES))}"
+            )
+    if system:
+        if not turns or turns[0]["role"] != "user":
+            raise ValueError("system text needs a user message after it")
+        turns[0] = {
+            "role": "user",
+            "content": "\n\n".join([*system, turns[0]["content"]]),
+        }
+    return turns
+
+
 def _turn_ids(tokenizer: Tokenizer, turn: Mapping[str, str]) -> list[int]:
     """`<start_of_turn>{role}\\n{text}<end_of_turn>\\n` as ids."""
-    text = f"{turn['role']}\n{turn['content'].strip()}"
     start, end = _turn_control_ids(tokenizer)
-    return [start, *tokenizer.encode(text), end, *tokenizer.encode("\n")]
+    return [start, *tokenizer.encode(_turn_text(turn)), end, *tokenizer.encode("\n")]
+
+
+def _turn_text(turn: Mapping[str, str]) -> str:
+    """A turn's header and text, encoded together as Gemma's template is."""
+    return f"{turn['role']}\n{turn['content'].strip()}"
+
+
+def _header_length(
+    tokenizer: Tokenizer, turn: Mapping[str, str], block: list[int]
+) -> int:
+    """How many ids of a turn's block come before its text: `<start_of_turn>` and the
+    ids shared with the header (`model\\n`) encoded alone, which the prompt of a
+    generation ends with."""
+    header = tokenizer.encode(f"{turn['role']}\n")
+    shared = 0
+    for header_id, block_id in zip(header, block[1:], strict=False):
+        if header_id != block_id:
+            break
+        shared += 1
+    return 1 + shared
 
 
 def _assemble(
