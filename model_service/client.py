@@ -1,22 +1,8 @@
-"""Client of the generation worker, over Redis.
+"""Clients of the generation worker over Redis (protocol: `model_service.protocol`).
 
-The protocol (the worker in `model_service.worker` is the other side):
-
-- `gemma:worker:<worker_id>`: the worker's heartbeat, JSON `{models, load, max_batch,
-  max_queue, pid, started}`, refreshed every second with a 5 s TTL. No key, no worker.
-- `gemma:request:<request_id>`: a hash with the request (`model`, `payload` JSON) and,
-  once a worker took it, `worker` (its id). Expires after `RESULT_TTL_S`.
-- `gemma:queue:<model>`: a list of request ids waiting for a worker. `submit` pushes
-  with a Lua script that checks the length first: a full queue answers `Busy` at once.
-- `gemma:events:<request_id>`: a Redis Stream of events (`piece`, `done`, `error`),
-  each entry one field `event` holding JSON. Readers start from the beginning, so a
-  reader who joins late (a reloaded chat page) replays the whole answer. Expires after
-  `RESULT_TTL_S`.
-- `gemma:cancel:<request_id>`: set by `cancel`; the worker checks it at every step and
-  ends the request with `finish_reason="cancelled"`, keeping the partial text.
-
-A reader that waits on a request whose worker died (heartbeat gone), or that sits in a
-queue no live worker serves, gets an `error` event instead of waiting forever.
+`GenerationClient` is synchronous (Celery tasks, scripts, training), and
+`AsyncGenerationClient` serves the web app's consumers and async views; both submit,
+follow, cancel and wait the same way.
 """
 
 from __future__ import annotations
@@ -31,86 +17,35 @@ from typing import Any
 import redis
 import redis.asyncio
 
+from model_service import protocol
+from model_service.protocol import decode_entries, is_last, orphan_error
 from model_service.sampling import SamplingParams
 
-WORKER_PREFIX = "gemma:worker:"
-# The ids of the workers that sent a heartbeat lately, scored by its time: readers look
-# up a handful of keys instead of scanning a keyspace that every request adds to.
-WORKERS_KEY = "gemma:workers"
-HEARTBEAT_TTL_S = 5
-# A worker gone for this long (it crashed: a stopping worker leaves at once) is pruned
-# from WORKERS_KEY by the next heartbeat of any worker.
-FORGET_AFTER_S = 60
-RESULT_TTL_S = 3600
-# How long a reader blocks on the stream before it checks that a worker is still there.
+# How long a reader blocks on the stream before it checks that a worker is still there
+# (and, when asked, where its request stands in the queue).
 POLL_MS = 1000
-
-# Pushes the request id unless the queue already holds `max_queue` ids.
-# KEYS: queue, request hash; ARGV: request id, max_queue, model, payload, ttl.
-_SUBMIT_LUA = """
-if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[2], 'model', ARGV[3], 'payload', ARGV[4])
-redis.call('EXPIRE', KEYS[2], tonumber(ARGV[5]))
-redis.call('RPUSH', KEYS[1], ARGV[1])
-return 1
-"""
-
-
-# The ids in WORKERS_KEY and each one's heartbeat (nil once expired), as [ids, values]:
-# one round trip, on the way of every submit.
-# KEYS: WORKERS_KEY; ARGV: WORKER_PREFIX.
-_WORKERS_LUA = """
-local ids = redis.call('ZRANGE', KEYS[1], 0, -1)
-local values = {}
-for i, id in ipairs(ids) do values[i] = redis.call('GET', ARGV[1] .. id) end
-return {ids, values}
-"""
-
-
-def worker_key(worker_id: str) -> str:
-    return WORKER_PREFIX + worker_id
-
-
-def beat(pipe: redis.client.Pipeline, worker_id: str, description: str) -> None:
-    """Queues a worker's heartbeat on a pipeline: its key, its entry in WORKERS_KEY."""
-    now = time.time()
-    pipe.set(worker_key(worker_id), description, ex=HEARTBEAT_TTL_S)
-    pipe.zadd(WORKERS_KEY, {worker_id: now})
-    pipe.zremrangebyscore(WORKERS_KEY, "-inf", now - FORGET_AFTER_S)
-
-
-def leave(pipe: redis.client.Pipeline, worker_id: str) -> None:
-    """Queues a worker's departure on a pipeline."""
-    pipe.delete(worker_key(worker_id))
-    pipe.zrem(WORKERS_KEY, worker_id)
-
-
-def queue_key(model: str) -> str:
-    return f"gemma:queue:{model}"
-
-
-def request_key(request_id: str) -> str:
-    return f"gemma:request:{request_id}"
-
-
-def events_key(request_id: str) -> str:
-    return f"gemma:events:{request_id}"
-
-
-def cancel_key(request_id: str) -> str:
-    return f"gemma:cancel:{request_id}"
 
 
 class GenerationError(Exception):
-    """A request failed (bad input, a worker error, or the worker died)."""
+    """A request failed; `code` says how (`model_service.protocol.ERROR_CODES`)."""
+
+    def __init__(self, message: str, code: str = protocol.INTERNAL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class WorkerUnavailable(GenerationError):
     """No live worker serves the model."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message, protocol.NO_WORKER)
+
 
 class Busy(GenerationError):
     """The model's queue is full; try again later."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "busy")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,56 +96,16 @@ def build_request(
     return request_id, payload
 
 
-def parse_workers(
-    ids: list[str], values: list[str | None]
-) -> dict[str, dict[str, Any]]:
-    """Heartbeat values by worker id (keys that expired meanwhile are left out)."""
-    return {
-        worker_id: json.loads(value)
-        for worker_id, value in zip(ids, values, strict=True)
-        if value is not None
-    }
-
-
 def queue_capacity(workers: dict[str, dict[str, Any]], model: str) -> int:
     """How many requests may wait for `model`: summed over the workers serving it."""
-    serving = [w for w in workers.values() if model in w.get("models", ())]
+    serving = protocol.serving(workers, model)
     if not serving:
         raise WorkerUnavailable(f"no live generation worker serves model {model!r}")
     return sum(int(w.get("max_queue", 0)) for w in serving)
 
 
-def decode_entries(entries: list) -> tuple[str | None, list[dict[str, Any]]]:
-    """XREAD reply -> (last entry id, events)."""
-    last_id, events = None, []
-    for _stream, items in entries or ():
-        for entry_id, fields in items:
-            last_id = entry_id
-            events.append(json.loads(fields["event"]))
-    return last_id, events
-
-
-def is_last(event: dict[str, Any]) -> bool:
-    """Whether the event ends its request's stream (`done` or `error`)."""
-    return event["type"] in ("done", "error")
-
-
-def orphan_error(
-    request: dict[str, str], workers: dict[str, dict[str, Any]]
-) -> dict[str, Any] | None:
-    """The error event for a request nobody will finish, or None while someone may."""
-    if not request:
-        return {"type": "error", "message": "unknown or expired request"}
-    owner = request.get("worker")
-    if owner:
-        if owner in workers:
-            return None
-        return {"type": "error", "message": f"generation worker {owner} died"}
-    try:
-        queue_capacity(workers, request["model"])
-    except WorkerUnavailable as exc:
-        return {"type": "error", "message": str(exc)}
-    return None
+def error_from_event(event: dict[str, Any]) -> GenerationError:
+    return GenerationError(event["message"], event.get("code", protocol.INTERNAL_ERROR))
 
 
 def collect_result(
@@ -218,7 +113,7 @@ def collect_result(
 ) -> GenerationResult:
     for event in events:
         if event["type"] == "error":
-            raise GenerationError(event["message"])
+            raise error_from_event(event)
         if event["type"] == "done":
             return result_from_done(request_id, event)
     raise GenerationError("event stream ended without a result")
@@ -237,6 +132,12 @@ def result_from_done(request_id: str, event: dict[str, Any]) -> GenerationResult
     )
 
 
+def queued_event(ahead: int | None) -> dict[str, Any] | None:
+    """`{"type": "queued", "ahead": n}` for a request with n requests before it in
+    its model's queue; None once a worker has taken it."""
+    return None if ahead is None else {"type": "queued", "ahead": ahead}
+
+
 class GenerationClient:
     """Synchronous client (training, Celery tasks, scripts).
 
@@ -246,12 +147,14 @@ class GenerationClient:
 
     def __init__(self, redis_url: str) -> None:
         self.redis = redis.Redis.from_url(redis_url, decode_responses=True)
-        self._submit = self.redis.register_script(_SUBMIT_LUA)
-        self._workers = self.redis.register_script(_WORKERS_LUA)
+        self._submit = self.redis.register_script(protocol.SUBMIT_LUA)
+        self._workers = self.redis.register_script(protocol.WORKERS_LUA)
 
     def alive_workers(self) -> dict[str, dict[str, Any]]:
-        ids, values = self._workers(keys=[WORKERS_KEY], args=[WORKER_PREFIX])
-        return parse_workers(ids, values)
+        ids, values = self._workers(
+            keys=[protocol.WORKERS_KEY], args=[protocol.WORKER_PREFIX]
+        )
+        return protocol.parse_workers(ids, values)
 
     def submit(
         self,
@@ -259,25 +162,37 @@ class GenerationClient:
         prompt: Sequence[int] | Sequence[dict[str, str]] | str,
         params: SamplingParams | None = None,
         request_id: str | None = None,
+        workers: dict[str, dict[str, Any]] | None = None,
     ) -> str:
-        """Queues a request, returns its id; WorkerUnavailable or Busy come at once."""
+        """Queues a request, returns its id; WorkerUnavailable or Busy come at once.
+
+        `workers` (from `alive_workers`) saves a round trip to a caller who read them
+        already, e.g. for the context length.
+        """
         request_id, payload = build_request(model, prompt, params, request_id)
-        capacity = queue_capacity(self.alive_workers(), model)
+        capacity = queue_capacity(workers or self.alive_workers(), model)
         pushed = self._submit(
-            keys=[queue_key(model), request_key(request_id)],
-            args=[request_id, capacity, model, json.dumps(payload), RESULT_TTL_S],
-        )
+            keys=[protocol.queue_key(model), protocol.request_key(request_id)],
+            args=[
+                request_id, capacity, model, json.dumps(payload), protocol.RESULT_TTL_S
+            ],
+        )  # fmt: skip
         if not pushed:
             raise Busy(f"the queue of model {model!r} is full")
         return request_id
 
     def cancel(self, request_id: str) -> None:
-        self.redis.set(cancel_key(request_id), "1", ex=RESULT_TTL_S)
+        self.redis.set(protocol.cancel_key(request_id), "1", ex=protocol.RESULT_TTL_S)
 
-    def stream(self, request_id: str, last_id: str = "0-0") -> Iterator[dict[str, Any]]:
-        """Yields the request's events from `last_id` until `done` or `error`."""
+    def stream(
+        self, request_id: str, last_id: str = "0-0", *, queue_updates: bool = False
+    ) -> Iterator[dict[str, Any]]:
+        """Yields the request's events from `last_id` until `done` or `error`; with
+        `queue_updates`, also a `queued` event at each poll while it waits."""
         while True:
-            reply = self.redis.xread({events_key(request_id): last_id}, block=POLL_MS)
+            reply = self.redis.xread(
+                {protocol.events_key(request_id): last_id}, block=POLL_MS
+            )
             new_last, events = decode_entries(reply)
             last_id = new_last or last_id
             for event in events:
@@ -285,30 +200,21 @@ class GenerationClient:
                 if is_last(event):
                     return
             if not events:
-                error = orphan_error(
-                    self.redis.hgetall(request_key(request_id)), self.alive_workers()
-                )
-                if error:
+                request = self.redis.hgetall(protocol.request_key(request_id))
+                if error := orphan_error(request, self.alive_workers()):
                     yield error
                     return
+                if queue_updates and (queued := self._queued(request_id, request)):
+                    yield queued
+
+    def _queued(self, request_id: str, request: dict[str, str]) -> dict | None:
+        if request.get("worker"):
+            return None
+        key = protocol.queue_key(request["model"])
+        return queued_event(self.redis.lpos(key, request_id))
 
     def wait(self, request_id: str) -> GenerationResult:
         return collect_result(request_id, self.stream(request_id))
-
-    def wait_for_events(self, request_id: str, count: int, timeout_s: float) -> bool:
-        """Blocks, without using the CPU, until the request's stream holds `count`
-        events or its end, at most `timeout_s`; True if it does."""
-        key = events_key(request_id)
-        deadline = time.monotonic() + timeout_s
-        last_id, seen = "0-0", 0
-        while (left_ms := int((deadline - time.monotonic()) * 1000)) > 0:
-            reply = self.redis.xread({key: last_id}, count=count - seen, block=left_ms)
-            new_last, events = decode_entries(reply)
-            last_id = new_last or last_id
-            seen += len(events)
-            if seen >= count or any(is_last(event) for event in events):
-                return True
-        return False
 
     def generate(
         self,
@@ -323,22 +229,18 @@ class GenerationClient:
 
 
 class AsyncGenerationClient:
-    """Asyncio client (the web app's consumers), same protocol as GenerationClient."""
+    """Asyncio client (the web app's consumers and views), same protocol."""
 
     def __init__(self, redis_url: str) -> None:
         self.redis = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-        self._submit = self.redis.register_script(_SUBMIT_LUA)
-        self._workers = self.redis.register_script(_WORKERS_LUA)
-
-    async def open(self) -> None:
-        """Connects now, so that the first request does not pay for the connection
-        (the handshake and the client's name: milliseconds of CPU, which a chat page
-        would otherwise spend while its first answer is prefilled)."""
-        await self.redis.ping()
+        self._submit = self.redis.register_script(protocol.SUBMIT_LUA)
+        self._workers = self.redis.register_script(protocol.WORKERS_LUA)
 
     async def alive_workers(self) -> dict[str, dict[str, Any]]:
-        ids, values = await self._workers(keys=[WORKERS_KEY], args=[WORKER_PREFIX])
-        return parse_workers(ids, values)
+        ids, values = await self._workers(
+            keys=[protocol.WORKERS_KEY], args=[protocol.WORKER_PREFIX]
+        )
+        return protocol.parse_workers(ids, values)
 
     async def submit(
         self,
@@ -346,26 +248,31 @@ class AsyncGenerationClient:
         prompt: Sequence[int] | Sequence[dict[str, str]] | str,
         params: SamplingParams | None = None,
         request_id: str | None = None,
+        workers: dict[str, dict[str, Any]] | None = None,
     ) -> str:
         request_id, payload = build_request(model, prompt, params, request_id)
-        capacity = queue_capacity(await self.alive_workers(), model)
+        capacity = queue_capacity(workers or await self.alive_workers(), model)
         pushed = await self._submit(
-            keys=[queue_key(model), request_key(request_id)],
-            args=[request_id, capacity, model, json.dumps(payload), RESULT_TTL_S],
-        )
+            keys=[protocol.queue_key(model), protocol.request_key(request_id)],
+            args=[
+                request_id, capacity, model, json.dumps(payload), protocol.RESULT_TTL_S
+            ],
+        )  # fmt: skip
         if not pushed:
             raise Busy(f"the queue of model {model!r} is full")
         return request_id
 
     async def cancel(self, request_id: str) -> None:
-        await self.redis.set(cancel_key(request_id), "1", ex=RESULT_TTL_S)
+        await self.redis.set(
+            protocol.cancel_key(request_id), "1", ex=protocol.RESULT_TTL_S
+        )
 
     async def stream(
-        self, request_id: str, last_id: str = "0-0"
+        self, request_id: str, last_id: str = "0-0", *, queue_updates: bool = False
     ) -> AsyncIterator[dict[str, Any]]:
         while True:
             reply = await self.redis.xread(
-                {events_key(request_id): last_id}, block=POLL_MS
+                {protocol.events_key(request_id): last_id}, block=POLL_MS
             )
             new_last, events = decode_entries(reply)
             last_id = new_last or last_id
@@ -374,13 +281,20 @@ class AsyncGenerationClient:
                 if is_last(event):
                     return
             if not events:
-                error = orphan_error(
-                    await self.redis.hgetall(request_key(request_id)),
-                    await self.alive_workers(),
-                )
-                if error:
+                request = await self.redis.hgetall(protocol.request_key(request_id))
+                if error := orphan_error(request, await self.alive_workers()):
                     yield error
                     return
+                if queue_updates and (
+                    queued := await self._queued(request_id, request)
+                ):
+                    yield queued
+
+    async def _queued(self, request_id: str, request: dict[str, str]) -> dict | None:
+        if request.get("worker"):
+            return None
+        key = protocol.queue_key(request["model"])
+        return queued_event(await self.redis.lpos(key, request_id))
 
     async def wait(self, request_id: str) -> GenerationResult:
         events = [event async for event in self.stream(request_id)]

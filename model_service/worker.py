@@ -1,12 +1,12 @@
 """The generation worker: a long-lived process that serves models to Redis clients.
 
     python -m model_service.worker --redis-url redis://127.0.0.1:6379/0 \
-        --model gemma3-270m [--model tiny-random] [--max-batch 8] [--max-queue 32]
+        --model gemma3-270m [--model tiny-random] [--max-batch 8] [--max-queue 256]
 
 It loads each model once, announces itself with a heartbeat key, takes request ids from
 the models' queues, runs them in one continuous batch per model (`model_service.engine`)
 and writes every request's events to its Redis Stream. The protocol is described in
-`model_service.client`. One bad request is reported as failed and never stops the
+`model_service.protocol`. One bad request is reported as failed and never stops the
 worker; SIGINT / SIGTERM end the running requests with an error event, delete the
 heartbeat key and exit.
 """
@@ -30,8 +30,9 @@ from typing import Any  # noqa: E402
 
 import redis  # noqa: E402
 
-from model_service import client as proto  # noqa: E402
+from model_service import protocol as proto  # noqa: E402
 from model_service.engine import Engine, Update  # noqa: E402
+from model_service.sampler import ContextTooLong  # noqa: E402
 from model_service.sampling import SamplingParams  # noqa: E402
 
 log = logging.getLogger("model_service.worker")
@@ -101,8 +102,15 @@ class Worker:
         self.requests: dict[str, tuple[str, dict[str, Any]]] = {}
 
     def describe(self) -> dict[str, Any]:
+        """The heartbeat: what this worker serves, for clients to fit prompts to."""
         return {
-            "models": sorted(self.engines),
+            "models": {
+                name: {
+                    "context_length": engine.sampler.max_length,
+                    "vocab_size": engine.sampler.config.vocab_size,
+                }
+                for name, engine in sorted(self.engines.items())
+            },
             "load": sum(len(e.active) for e in self.engines.values()),
             "max_batch": max(e.max_batch for e in self.engines.values()),
             "max_queue": self.max_queue,
@@ -169,7 +177,7 @@ class Worker:
             update = engine.add(request_id, prompt_ids, params)
         except Exception as exc:  # one bad request never stops the worker
             log.warning("request %s rejected: %s", request_id, exc)
-            self.fail(request_id, f"{type(exc).__name__}: {exc}")
+            self.fail(request_id, rejection_code(exc), str(exc))
             return
         self.publish(update)
 
@@ -192,7 +200,9 @@ class Worker:
                 log.exception("decode step of %s failed", model)
                 for request_id in list(engine.active):
                     engine.drop(request_id)
-                    self.fail(request_id, "internal error in the decode step")
+                    self.fail(
+                        request_id, proto.INTERNAL_ERROR, "the decode step failed"
+                    )
                 continue
             for update in updates:
                 self.publish(update)
@@ -201,7 +211,7 @@ class Worker:
 
     def publish(self, update: Update) -> None:
         if update.error:
-            self.fail(update.request_id, update.error)
+            self.fail(update.request_id, proto.INTERNAL_ERROR, update.error)
         elif update.finish_reason:
             self.finish(update)
         elif update.token_ids:
@@ -232,22 +242,43 @@ class Worker:
             len(update.all_token_ids),
         )
 
-    def fail(self, request_id: str, message: str) -> None:
+    def fail(self, request_id: str, code: str, message: str) -> None:
         self.requests.pop(request_id, None)
-        self.emit(request_id, {"type": "error", "message": message})
+        self.emit(request_id, proto.error_event(code, message))
 
     def emit(self, request_id: str, event: dict[str, Any]) -> None:
+        """Appends the event to the request's stream; a last one also goes on the
+        finished stream, in the same round trip."""
         key = proto.events_key(request_id)
         pipe = self.redis.pipeline()
         pipe.xadd(key, {"event": json.dumps(event)})
         pipe.expire(key, proto.RESULT_TTL_S)
+        if proto.is_last(event):
+            pipe.xadd(
+                proto.FINISHED_KEY,
+                {"request_id": request_id},
+                maxlen=proto.FINISHED_MAX_LEN,
+                approximate=True,
+            )
         pipe.execute()
 
     def shutdown(self) -> None:
         for engine in self.engines.values():
             for request_id in list(engine.active):
                 engine.drop(request_id)
-                self.fail(request_id, "the generation worker shut down")
+                self.fail(
+                    request_id, proto.WORKER_STOPPED, "the generation worker shut down"
+                )
+
+
+def rejection_code(exc: Exception) -> str:
+    """The error code of a request that could not start: a prompt too long for the
+    context, a malformed request, or a failure of ours."""
+    if isinstance(exc, ContextTooLong):
+        return proto.CONTEXT_LENGTH_EXCEEDED
+    if isinstance(exc, ValueError | TypeError | KeyError):
+        return proto.INVALID_REQUEST
+    return proto.INTERNAL_ERROR
 
 
 def piece_event(update: Update) -> dict[str, Any]:
@@ -264,7 +295,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--model", action="append", required=True, dest="models")
     parser.add_argument("--max-batch", type=int, default=8)
-    parser.add_argument("--max-queue", type=int, default=32)
+    parser.add_argument("--max-queue", type=int, default=256)
     parser.add_argument("--max-length", type=int, default=None)
     parser.add_argument(
         "--quantize",

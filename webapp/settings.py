@@ -225,7 +225,6 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("generation"), Queue("training"))
 CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": "training"},
-    "webapp.chat.tasks.*": {"queue": "generation"},
 }
 CELERY_TASK_TRACK_STARTED = True
 # Tasks are long (generation, training): a worker takes one at a time per slot.

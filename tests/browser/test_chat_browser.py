@@ -12,7 +12,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from playwright.sync_api import Page, expect
 
-from model_service import client as proto
+from model_service import protocol as proto
 from webapp.chat.models import Conversation, Message, conversation_group
 
 pytestmark = [
@@ -194,7 +194,7 @@ def worker_writes(request_id: str, worker_id: str, *pieces: str) -> None:
 
 
 def group_send(conversation_id: int, event: dict) -> None:
-    """What the generation task sends; from another thread, as Playwright's loop runs
+    """What the persister sends; from another thread, as Playwright's loop runs
     on this one."""
     send = async_to_sync(get_channel_layer().group_send)
     with ThreadPoolExecutor(1) as pool:
@@ -217,7 +217,6 @@ def test_model_output_with_html_runs_nothing(
         role=Message.Role.MODEL,
         status=Message.Status.STREAMING,
         content=XSS,
-        claimed_at="2026-01-01T00:00:00Z",
         request_id=uuid.uuid4().hex,
     )
     conversation.current_leaf = answer

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from model_service import client as proto
+from model_service import protocol as proto
 from model_service.client import (
     AsyncGenerationClient,
     Busy,
@@ -76,7 +76,7 @@ def inject(client: GenerationClient, payload: dict) -> str:
 def test_it_announces_itself_with_its_models_and_load(client, generation_worker):
     beat = client.alive_workers()[generation_worker]
 
-    assert MODEL in beat["models"]
+    assert beat["models"][MODEL] == {"context_length": 256, "vocab_size": 262_144}
     assert {"load", "pid", "started", "max_queue"} <= set(beat)
 
 
@@ -114,17 +114,28 @@ def test_a_caller_may_choose_the_request_id(client, generation_worker):
     assert client.wait(chosen).request_id == chosen
 
 
-def test_a_caller_can_wait_for_the_first_events_of_a_request(client, generation_worker):
-    request_id = client.submit(MODEL, [2, 105], SamplingParams(max_new_tokens=3))
+def test_every_request_that_ends_is_recorded_on_the_finished_stream(
+    client, generation_worker
+):
+    done = client.submit(MODEL, [2, 105], SamplingParams(max_new_tokens=2))
+    failed = inject(client, {"prompt_ids": [2, 10**9], "params": {}})
+    client.wait(done)
+    with pytest.raises(GenerationError):
+        client.wait(failed)
 
-    assert client.wait_for_events(request_id, 2, timeout_s=60)
-    assert len(client.redis.xrange(proto.events_key(request_id), count=2)) == 2
-    # The end comes before a count the request never reaches: the wait stops there.
-    short = client.submit(MODEL, [2, 105], SamplingParams(max_new_tokens=1))
-    assert client.wait_for_events(short, 10, timeout_s=60)
-    assert client.wait(short).finish_reason == "length"
-    # A request nobody submitted never starts: the wait ends with False.
-    assert not client.wait_for_events(uuid.uuid4().hex, 1, timeout_s=0.05)
+    recorded = client.redis.xrevrange(proto.FINISHED_KEY, count=50)
+    ids = [fields["request_id"] for _entry, fields in recorded]
+    assert done in ids and failed in ids
+
+
+def test_a_prompt_over_the_context_fails_with_a_typed_code(client, generation_worker):
+    context = client.alive_workers()[generation_worker]["models"][MODEL]
+    too_long = [2] + [105] * context["context_length"]
+
+    with pytest.raises(GenerationError) as failure:
+        client.generate(MODEL, too_long)
+
+    assert failure.value.code == proto.CONTEXT_LENGTH_EXCEEDED
 
 
 def test_it_stops_a_request_mid_stream_and_keeps_its_partial_text(
@@ -155,8 +166,9 @@ def test_it_fails_a_poisoned_request_alone(client, generation_worker):
     )
 
     for request_id in (bad_ids, bad_setting):
-        with pytest.raises(GenerationError):
+        with pytest.raises(GenerationError) as failure:
             client.wait(request_id)
+        assert failure.value.code == proto.INVALID_REQUEST
     assert client.wait(good).token_ids == expected
     assert generation_worker in client.alive_workers()
 
@@ -196,11 +208,14 @@ def test_it_answers_busy_when_full_errors_when_frozen_and_leaves_cleanly(
     with pytest.raises(Busy):
         client.submit(MODEL, [2, 105])
 
+    # While it still beats, a reader of the queued request learns its place.
+    events = client.stream(queued, queue_updates=True)
+    assert next(events) == {"type": "queued", "ahead": 0}
     # Frozen, its heartbeat expires: readers get an error, they do not hang.
-    with pytest.raises(GenerationError, match="died"):
+    with pytest.raises(GenerationError, match="died") as died:
         client.wait(running)
-    with pytest.raises(GenerationError, match="no live generation worker"):
-        client.wait(queued)
+    assert died.value.code == proto.WORKER_DIED
+    assert next(events)["code"] == proto.NO_WORKER
 
     os.kill(process.pid, signal.SIGCONT)
     stop(process)  # SIGTERM

@@ -39,5 +39,4 @@ def test_tasks_are_routed_to_their_queues():
         return router.route({}, task_name)["queue"].name
 
     assert queue_of("training.tasks.train_reward_model") == "training"
-    assert queue_of("webapp.chat.tasks.generate_answer") == "generation"
     assert queue_of("webapp.core.tasks.clear_expired_sessions") == "default"

@@ -1,13 +1,9 @@
 """Chat services: what a message send, an edit, a regenerate and a switch change."""
 
-import datetime
-
 import pytest
 from django.core.exceptions import ValidationError
 from django.http import Http404
-from django.utils import timezone
 
-from model_service.client import GenerationClient, cancel_key
 from tests.conftest import make_user
 from webapp.chat import services
 from webapp.chat.models import Conversation, Message
@@ -26,7 +22,7 @@ def conversation(owner) -> Conversation:
 def send(conversation: Conversation, text: str, capture) -> Message:
     with capture(execute=False) as callbacks:
         answer = services.send_message(conversation, text)
-    assert len(callbacks) == 1  # the generation task, enqueued after the commit
+    assert len(callbacks) == 1  # the submission, after the commit
     conversation.refresh_from_db()
     return answer
 
@@ -184,28 +180,6 @@ def test_the_branch_is_read_in_one_query(
         finish(send(conversation, text, django_capture_on_commit_callbacks))
     with django_assert_num_queries(1):
         assert len(services.current_branch(conversation)) == 6
-
-
-def test_it_fails_answers_that_no_task_claimed_in_time_and_cancels_them(
-    conversation, django_capture_on_commit_callbacks, redis_url
-):
-    stale = send(conversation, "hi", django_capture_on_commit_callbacks)
-    fresh = services.regenerate(stale)
-    long_ago = timezone.now() - datetime.timedelta(seconds=services.CLAIM_TIMEOUT_S + 1)
-    Message.objects.filter(pk=stale.pk).update(created_at=long_ago)
-
-    assert services.fail_unclaimed(conversation) == [stale.pk]
-
-    stale.refresh_from_db()
-    fresh.refresh_from_db()
-    assert stale.status == Message.Status.FAILED
-    assert "Celery worker" in stale.error
-    assert fresh.status == Message.Status.STREAMING
-    # Nothing would save the stale answer: its generation is cancelled.
-    client = GenerationClient(redis_url)
-    assert client.redis.exists(cancel_key(stale.request_id))
-    assert not client.redis.exists(cancel_key(fresh.request_id))
-    client.close()
 
 
 def test_it_checks_ownership(conversation):

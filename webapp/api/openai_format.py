@@ -20,6 +20,9 @@ from model_service.sampling import SamplingParams
 
 DEFAULT_MAX_TOKENS = 256
 MAX_STOP_STRINGS = 4
+# Seeds become 32-bit sampling keys (`model_service.sampler`): larger ones would
+# collide, so they are refused.
+MAX_SEED = 2**32 - 1
 # Our `cancelled` (the caller went away) has no OpenAI name; the text simply ended.
 FINISH_REASONS = {"stop": "stop", "length": "length", "cancelled": "stop"}
 
@@ -39,6 +42,14 @@ def error_response(
     return JsonResponse(body, status=status)
 
 
+def unavailable(message: str, retry_after_s: int = 1) -> JsonResponse:
+    """503: the model cannot take the request now; a client may retry after the
+    `Retry-After` header's seconds."""
+    response = error_response(503, message, kind="server_error", code="unavailable")
+    response["Retry-After"] = str(retry_after_s)
+    return response
+
+
 @dataclasses.dataclass(frozen=True)
 class CompletionRequest:
     model: str
@@ -51,23 +62,62 @@ class CompletionRequest:
 def parse_request(raw: bytes) -> CompletionRequest:
     try:
         body = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise RequestError("The body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise RequestError("The body must be a JSON object.")
+    _check_unicode(body)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("`model` is required.", "model")
-    if body.get("n", 1) != 1:
+    if _integer(body, "n", 1, 1) != 1:
         raise RequestError("Only n=1 is supported.", "n")
-    stream_options = body.get("stream_options") or {}
+    stream_options = _object(body, "stream_options")
     return CompletionRequest(
         model=model,
         messages=gemma_turns(body.get("messages")),
         params=sampling_params(body),
-        stream=bool(body.get("stream", False)),
-        include_usage=bool(stream_options.get("include_usage", False)),
+        stream=_boolean(body, "stream"),
+        include_usage=_boolean(stream_options, "include_usage", "stream_options"),
     )
+
+
+def _check_unicode(value: Any) -> None:
+    """JSON may escape lone surrogates (`"\\ud800"`), which no UTF-8 text holds:
+    refused here rather than failing wherever the text is encoded."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise RequestError(
+                "The body holds a string that is not valid Unicode (a lone "
+                "surrogate escape such as \\ud800)."
+            ) from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_unicode(key)
+            _check_unicode(item)
+    elif isinstance(value, list):
+        for item in value:
+            _check_unicode(item)
+
+
+def _object(body: dict, name: str) -> dict:
+    value = body.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise RequestError(f"`{name}` must be an object.", name)
+    return value
+
+
+def _boolean(body: dict, name: str, param: str | None = None) -> bool:
+    value = body.get(name)
+    if value is None:
+        return False
+    if not isinstance(value, bool):
+        raise RequestError(f"`{name}` must be true or false.", param or name)
+    return value
 
 
 def _text(content: Any) -> str:
@@ -122,12 +172,20 @@ def _number(body: dict, name: str, default: float, low: float, high: float) -> f
     return float(value)
 
 
-def _integer(body: dict, name: str, default: int, low: int) -> int:
+def _integer(
+    body: dict, name: str, default: int, low: int, high: int | None = None
+) -> int:
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise RequestError(f"`{name}` must be an integer >= {low}.", name)
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int)
+        or value < low
+        or (high is not None and value > high)
+    ):
+        bounds = f">= {low}" if high is None else f"between {low} and {high}"
+        raise RequestError(f"`{name}` must be an integer {bounds}.", name)
     return value
 
 
@@ -157,13 +215,13 @@ def sampling_params(body: dict) -> SamplingParams:
         top_p=top_p,
         max_new_tokens=_integer(body, "max_completion_tokens", max_tokens, 1),
         stop=_stop(body.get("stop")),
-        seed=_integer(body, "seed", secrets.randbelow(2**31), 0),
+        seed=_integer(body, "seed", secrets.randbelow(2**31), 0, MAX_SEED),
     )
 
 
-def error_event(message: str) -> str:
+def error_event(message: str, code: str | None) -> str:
     """A failure in the middle of a stream (the status line was sent long ago)."""
-    body = {"message": message, "type": "server_error", "param": None, "code": None}
+    body = {"message": message, "type": "server_error", "param": None, "code": code}
     return f"data: {json.dumps({'error': body})}\n\n"
 
 

@@ -8,6 +8,8 @@ Messages to the browser:
   branch, and the text saved so far of the answers still streaming;
 - `{"type": "token", "message_id", "offset", "text"}`: `text` goes at `offset` (UTF-16
   units) of that answer; the browser skips what it already has;
+- `{"type": "queued", "message_id", "ahead"}`: the answer waits for the model with
+  `ahead` requests before it (sent about every second while it waits);
 - `{"type": "error", "message"}`: a rejected action (nothing was saved).
 
 Tokens come straight from the request stream in Redis of each streaming answer on the
@@ -16,7 +18,9 @@ the worker and the page waits for a save. A stream is read from its start, so a 
 opened mid-answer replays it whole. The saved text that a branch carries may lag the
 stream; after each branch the consumer sends again what it has read of each answer, so
 no gap stays. An answer's end comes through the conversation's channel-layer group,
-joined before the first branch is read, once the Celery task saved it.
+joined before the first branch is read, once the persister saved it
+(`webapp.chat.answers`); a reader that learns its answer's request failed without an
+end of its own (its worker died) settles the answer itself, at once.
 
 An action and the branch after it are one trip to the database thread: during an
 answer's prefill, every millisecond of CPU taken here is taken from the model.
@@ -30,13 +34,12 @@ import dataclasses
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from django.conf import settings
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.template.loader import render_to_string
 
-from model_service.client import AsyncGenerationClient
-from webapp.chat import prompts, services
+from webapp.chat import answers, services
 from webapp.chat.models import Conversation, Message, conversation_group
+from webapp.core import serving
 
 
 def utf16_length(text: str) -> int:
@@ -84,13 +87,12 @@ def branch_state(conversation_id: int) -> State:
 
 
 @database_sync_to_async
-def perform(conversation_id: int, content: dict) -> tuple[Message | None, State]:
-    """Runs one browser action; returns the answer it started, if any, and the state
-    after it."""
+def perform(conversation_id: int, content: dict) -> State:
+    """Runs one browser action; returns the state after it."""
     conversation = Conversation.objects.get(pk=conversation_id)
-    answer = act(conversation, content)
+    act(conversation, content)
     # The actions keep `conversation` up to date (its leaf): no need to read it again.
-    return answer, read_state(conversation)
+    return read_state(conversation)
 
 
 def act(conversation: Conversation, content: dict) -> Message | None:
@@ -112,19 +114,17 @@ def act(conversation: Conversation, content: dict) -> Message | None:
 
 
 @database_sync_to_async
-def fail_unclaimed(conversation_id: int) -> list[int]:
-    return services.fail_unclaimed(Conversation.objects.get(pk=conversation_id))
+def settle(answer_id: int) -> list[int]:
+    return answers.settle(Message.objects.filter(pk=answer_id))
 
 
 class ChatConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         self.conversation_id = self.scope["url_route"]["kwargs"]["conversation_id"]
         self.group = conversation_group(self.conversation_id)
-        self.watchdogs: set[asyncio.Task] = set()
         # Per streaming answer: the task reading its stream, and the text read so far.
         self.readers: dict[int, asyncio.Task] = {}
         self.streamed: dict[int, str] = {}
-        self.generation: AsyncGenerationClient | None = None
         user = self.scope["user"]
         if not user.is_authenticated:
             await self.close(code=4401)
@@ -133,11 +133,10 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         if conversation is None:
             await self.close(code=4404)
             return
-        self.generation = AsyncGenerationClient(settings.REDIS_URL)
-        await self.generation.open()
+        self.generation = serving.async_client()
         # The first message of a process must not wait seconds for its tokenizer.
         asyncio.get_running_loop().run_in_executor(
-            None, prompts.warm_up, conversation.model_name
+            None, serving.warm_up, conversation.model_name
         )
         # Joined before the first branch is read: an answer that ends after that read
         # is announced here, one that ended before it is in the branch as saved.
@@ -157,13 +156,11 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
         await handler(message)
 
     async def disconnect(self, code: int) -> None:
-        tasks = [*self.watchdogs, *self.readers.values()]
+        tasks = list(self.readers.values())
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.channel_layer.group_discard(self.group, self.channel_name)
-        if self.generation is not None:
-            await self.generation.aclose()
 
     async def send_state(self, state: State) -> None:
         """Sends the branch as saved, then what has been read of each answer streaming
@@ -179,13 +176,19 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
                 )
 
     async def follow(self, answer_id: int, request_id: str) -> None:
-        """Sends the answer's pieces as the worker writes them, from the first."""
-        async for event in self.generation.stream(request_id):
-            if event["type"] != "piece":
-                return  # its end, saved, comes as `chat.final`
-            offset = utf16_length(self.streamed[answer_id])
-            self.streamed[answer_id] += event["text"]
-            await self.send_token(answer_id, offset, event["text"])
+        """Sends the answer's pieces as the worker writes them, from the first, and
+        its place in the queue while it waits."""
+        async for event in self.generation.stream(request_id, queue_updates=True):
+            if event["type"] == "queued":
+                await self.send_json(
+                    {"type": "queued", "message_id": answer_id, "ahead": event["ahead"]}
+                )
+            elif event["type"] == "piece":
+                offset = utf16_length(self.streamed[answer_id])
+                self.streamed[answer_id] += event["text"]
+                await self.send_token(answer_id, offset, event["text"])
+            elif event["type"] == "error":
+                await settle(answer_id)  # its end, saved, comes as `chat.final`
 
     async def send_token(self, answer_id: int, offset: int, text: str) -> None:
         if text:
@@ -200,30 +203,14 @@ class ChatConsumer(AsyncJsonWebsocketConsumer):
 
     async def receive_json(self, content: dict, **kwargs) -> None:
         try:
-            answer, state = await perform(self.conversation_id, content)
+            state = await perform(self.conversation_id, content)
         except ValidationError as exc:
             await self.send_json({"type": "error", "message": " ".join(exc.messages)})
             return
         except (ObjectDoesNotExist, TypeError, ValueError):
             await self.send_json({"type": "error", "message": "No such message."})
             return
-        if answer is not None:
-            self.watch_claim()
         await self.send_state(state)
-
-    def watch_claim(self) -> None:
-        """Fails the answer if no Celery task has claimed it in time."""
-
-        async def watch() -> None:
-            await asyncio.sleep(services.CLAIM_TIMEOUT_S + 0.5)
-            for answer_id in await fail_unclaimed(self.conversation_id):
-                await self.channel_layer.group_send(
-                    self.group, {"type": "chat.final", "message_id": answer_id}
-                )
-
-        task = asyncio.create_task(watch())
-        self.watchdogs.add(task)
-        task.add_done_callback(self.watchdogs.discard)
 
     async def chat_final(self, event: dict) -> None:
         answer_id = event["message_id"]

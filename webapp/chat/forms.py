@@ -1,7 +1,7 @@
 from django import forms
 
-from webapp.chat.catalog import available_models
 from webapp.chat.models import Conversation
+from webapp.core.serving import available_models
 
 
 class SettingsForm(forms.ModelForm):

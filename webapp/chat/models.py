@@ -76,10 +76,9 @@ class Message(models.Model):
     top_p = models.FloatField(null=True, blank=True)
     max_new_tokens = models.PositiveIntegerField(null=True, blank=True)
     seed = models.BigIntegerField(null=True, blank=True)
-    # The generation request (chosen with the row, submitted after the commit), and when
-    # the Celery task that saves the answer claimed it.
-    request_id = models.CharField(max_length=64, blank=True)
-    claimed_at = models.DateTimeField(null=True, blank=True)
+    # The generation request (chosen with the row, submitted after the commit); the
+    # persister finds the answer by it when the request ends.
+    request_id = models.CharField(max_length=64, blank=True, db_index=True)
     token_count = models.PositiveIntegerField(default=0)
     finish_reason = models.CharField(max_length=20, blank=True)
     # How many of the oldest turns did not fit the model's context for this answer.

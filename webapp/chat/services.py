@@ -2,42 +2,27 @@
 
 Each function checks its input and changes the database in one transaction; a rejected
 message leaves nothing behind. A new answer gets its generation request id with its row,
-and only after the commit is it submitted to the generation worker (then, once its
-first pieces are out, the Celery task that saves it is enqueued), so the user's message
-is saved before generation starts and nobody looks for a row that is not there.
+and only after the commit is it submitted to the generation worker, so the user's
+message is saved before generation starts and nobody looks for a row that is not
+there. Saving the answer when it ends is the persister's (`webapp.chat.answers`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import logging
 import secrets
-import threading
 import uuid
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.shortcuts import get_object_or_404
-from django.utils import timezone
 
-from webapp.chat.generation import cancel_request, client, submit_answer
+from webapp.chat.answers import cancel_request, submit_answer
 from webapp.chat.models import Conversation, Message
-from webapp.chat.tasks import generate_answer
 
 log = logging.getLogger(__name__)
-
-# An answer that no Celery worker claimed within this time is failed (and its
-# generation stopped): nothing would save it, and the user must see an error, never an
-# endless spinner.
-CLAIM_TIMEOUT_S = 8.0
-# The longest an answer's Celery task waits to be enqueued (`_save_once_started`).
-SAVER_WAIT_S = 1.0
-UNCLAIMED_ERROR = (
-    "No task picked up this answer to save it: the Celery worker for the "
-    "'generation' queue is not running. Try again when it is."
-)
 
 
 def max_message_chars() -> int:
@@ -138,39 +123,16 @@ def _new_answer(conversation: Conversation, history: list[Message]) -> Message:
 
 
 def _start(answer: Message, history: list[Message]) -> None:
-    """Submits the answer, then has a Celery task save it; a refusal fails it now."""
+    """Submits the answer; a refusal fails it now."""
     try:
         error = submit_answer(answer, history)
     except Exception as exc:  # whatever happens, the answer must not stay "streaming"
         log.exception("answer %s could not be submitted", answer.pk)
         error = f"Generation failed: {type(exc).__name__}: {exc}"
-    if error is None:
-        threading.Thread(
-            target=_save_once_started, args=(answer,), name="saver", daemon=True
-        ).start()
-    else:
+    if error is not None:
         Message.objects.filter(pk=answer.pk).update(
             status=Message.Status.FAILED, error=error
         )
-
-
-def _save_once_started(answer: Message) -> None:
-    """Has a Celery task save the answer, once the worker has sent its second piece.
-
-    Publishing the task and the task's start take CPU that the prefill needs: on two
-    cores they lengthened it by several milliseconds (README, chat latency). And the
-    publish holds this process's GIL: at the first piece it kept the page's reader
-    from forwarding it (first piece -> read 1.2 ms, 0.3 ms when the publish waits for
-    the second). Waiting takes no CPU, and the task reads the stream from its start,
-    so nothing is missed; an answer that ends at once, or a request still queued
-    behind others, gets its task at its end or after SAVER_WAIT_S. (A web process
-    killed within that wait leaves the answer streaming and unsaved, as one killed
-    between the commit and the enqueue always could.)
-    """
-    try:
-        client().wait_for_events(answer.request_id, 2, SAVER_WAIT_S)
-    finally:
-        generate_answer.delay(answer.pk)
 
 
 def _show(conversation: Conversation, leaf: Message) -> None:
@@ -236,28 +198,10 @@ def switch_to(message: Message) -> None:
 
 
 def request_stop(answer: Message) -> None:
-    """Asks the worker to stop; the generation task keeps the partial text.
+    """Asks the worker to stop; the answer is saved with its partial text.
 
     The request id is there from the answer's creation; a stop that comes before the
     worker took the request is honoured when it takes it.
     """
     if answer.status == Message.Status.STREAMING and answer.request_id:
         cancel_request(answer.request_id)
-
-
-def fail_unclaimed(conversation: Conversation) -> list[int]:
-    """Fails the answers no generation task claimed in time; returns their ids."""
-    cutoff = timezone.now() - datetime.timedelta(seconds=CLAIM_TIMEOUT_S)
-    stale = conversation.messages.filter(
-        status=Message.Status.STREAMING, claimed_at__isnull=True, created_at__lt=cutoff
-    )
-    ids = list(stale.values_list("pk", flat=True))
-    # The conditions again in the update: a task that claims meanwhile wins.
-    Message.objects.filter(
-        pk__in=ids, status=Message.Status.STREAMING, claimed_at__isnull=True
-    ).update(status=Message.Status.FAILED, error=UNCLAIMED_ERROR)
-    failed = Message.objects.filter(pk__in=ids, status=Message.Status.FAILED)
-    for request_id in failed.values_list("request_id", flat=True):
-        if request_id:
-            cancel_request(request_id)
-    return list(failed.values_list("pk", flat=True))

@@ -35,9 +35,6 @@ def conversation_create(request):
 @require_GET
 def conversation_detail(request, pk: int):
     conversation = services.get_conversation(request.user, pk)
-    # An answer that no task took in time will never finish: show it failed, not
-    # "writing…" forever (the WebSocket does the same for a page left open).
-    services.fail_unclaimed(conversation)
     return render(
         request,
         "chat/conversation_detail.html",

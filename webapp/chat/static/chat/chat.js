@@ -35,6 +35,7 @@
   function handle(message) {
     if (message.type === "branch") showBranch(message);
     else if (message.type === "token") addToken(message);
+    else if (message.type === "queued") showQueued(message);
     else if (message.type === "error") showError(message.message);
   }
 
@@ -63,6 +64,17 @@
   function paint(id) {
     const el = messagesEl.querySelector(`[data-message-id="${id}"] .answer-text`);
     if (el) el.textContent = texts.get(id);
+    setStatus(id, "Writing…");
+  }
+
+  // An answer that waits for a free place in the model's batch says so.
+  function showQueued({ message_id: messageId, ahead }) {
+    setStatus(String(messageId), `Waiting for the model, ${ahead} ahead`);
+  }
+
+  function setStatus(id, text) {
+    const el = messagesEl.querySelector(`[data-message-id="${id}"] .status-label`);
+    if (el && el.dataset.live !== undefined) el.textContent = text;
   }
 
   function showError(text) {
