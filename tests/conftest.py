@@ -17,7 +17,9 @@ from django.contrib.auth.models import Group, User
 from django.db import connections
 from django.test import Client
 
+from model_service.checkpoints import flax_params
 from model_service.client import GenerationClient
+from model_service.registry import load_model
 from webapp.accounts.roles import RATER, RESEARCHER
 from webapp.celery import app as celery_app
 from webapp.launcher import spawn, stop
@@ -146,6 +148,43 @@ def generation_worker(redis_url: str) -> Iterator[str]:
     yield worker_id
     stop(process)
     client.redis.close()
+
+
+def start_copy_worker(redis_url: str, directory, *options: str):
+    """A live generation worker serving a saved copy of tiny-random under a model name
+    of its own (its path), so that its queue is its alone. Returns (model, process)."""
+    model = str(directory / "tiny-copy")
+    tiny = load_model("tiny-random")
+    flax_params.save(model, tiny.params, tiny.config)
+    worker_id = f"test-copy-{uuid.uuid4().hex[:8]}"
+    command = [
+        sys.executable, "-m", "model_service.worker", "--redis-url", redis_url,
+        "--model", model, "--worker-id", worker_id, *options,
+    ]  # fmt: skip
+    process = spawn(command, env=worker_env())
+    client = GenerationClient(redis_url)
+    wait_until(lambda: worker_id in client.alive_workers(), process, "copy worker")
+    client.close()
+    return model, process
+
+
+@pytest.fixture(scope="session")
+def full_worker(redis_url: str, tmp_path_factory) -> Iterator[str]:
+    """A live generation worker whose queue is always full (`--max-queue 0`).
+    Yields the model name it serves."""
+    directory = tmp_path_factory.mktemp("full")
+    model, process = start_copy_worker(redis_url, directory, "--max-queue", "0")
+    yield model
+    stop(process)
+
+
+@pytest.fixture(scope="session")
+def live_url(django_db_setup, live_celery_worker, generation_worker) -> Iterator[str]:
+    """A real Daphne serving the project, with live workers behind it."""
+    from tests.browser.live_server import asgi_server
+
+    with asgi_server() as url:
+        yield url
 
 
 # --- personas -----------------------------------------------------------------------

@@ -11,7 +11,6 @@ import pytest
 from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.browser.live_server import asgi_server
 from tests.conftest import make_user
 
 CHROMIUM = "/usr/bin/chromium"
@@ -31,12 +30,6 @@ def orm_beside_playwright() -> Iterator[None]:
         del os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"]
     else:
         os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = previous
-
-
-@pytest.fixture(scope="session")
-def live_url(django_db_setup, live_celery_worker, generation_worker) -> Iterator[str]:
-    with asgi_server() as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -4,12 +4,12 @@ A real Daphne serves the project; a real generation worker runs `tiny-random` (r
 weights: the text is gibberish, but it is made of real sampled tokens).
 """
 
-from collections.abc import Iterator
+import json
 
+import httpx
 import openai
 import pytest
 
-from tests.browser.live_server import asgi_server
 from tests.conftest import make_user
 from webapp.api.models import ApiKey
 
@@ -18,16 +18,28 @@ pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 MODEL = "tiny-random"
 
 
-@pytest.fixture(scope="module")
-def api_url(django_db_setup, generation_worker) -> Iterator[str]:
-    with asgi_server() as url:
-        yield f"{url}/v1"
+@pytest.fixture
+def api_url(live_url) -> str:
+    return f"{live_url}/v1"
 
 
 @pytest.fixture
-def client(api_url) -> openai.OpenAI:
-    _key, raw_key = ApiKey.objects.create_key(make_user("ada"))
+def raw_key() -> str:
+    return ApiKey.objects.create_key(make_user("ada"))[1]
+
+
+@pytest.fixture
+def client(api_url, raw_key) -> openai.OpenAI:
     return openai.OpenAI(base_url=api_url, api_key=raw_key, max_retries=0)
+
+
+def post(api_url: str, raw_key: str, body: bytes) -> httpx.Response:
+    return httpx.post(
+        f"{api_url}/chat/completions",
+        content=body,
+        headers={"Authorization": f"Bearer {raw_key}"},
+        timeout=60,
+    )
 
 
 def ask(client: openai.OpenAI, **options):
@@ -120,6 +132,9 @@ def test_an_unknown_model_is_a_404(client):
         ({"max_tokens": 0}, "max_tokens"),
         ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
         ({"messages": []}, "messages"),
+        ({"messages": [{"role": "tool", "content": "x"}]}, "messages"),
+        ({"n": 2}, "n"),
+        ({"seed": 2**40}, "seed"),
     ],
 )
 def test_bad_requests_are_a_400_naming_the_parameter(client, options, param):
@@ -127,3 +142,47 @@ def test_bad_requests_are_a_400_naming_the_parameter(client, options, param):
     with pytest.raises(openai.BadRequestError) as error:
         client.chat.completions.create(model=MODEL, **request)
     assert error.value.param == param
+
+
+def test_a_prompt_longer_than_the_context_is_a_400_context_length_exceeded(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "word " * 9000}]
+        )
+    assert error.value.code == "context_length_exceeded"
+    assert "maximum context length is 256 tokens" in error.value.message
+
+
+def test_room_asked_for_the_answer_counts_against_the_context(client):
+    with pytest.raises(openai.BadRequestError) as error:
+        ask(client, max_tokens=250)
+    assert error.value.code == "context_length_exceeded"
+
+
+def test_a_lone_surrogate_is_a_400(api_url, raw_key):
+    body = '{"model": "%s", "messages": [{"role": "user", "content": "\\ud800"}]}'
+
+    response = post(api_url, raw_key, (body % MODEL).encode())
+
+    assert response.status_code == 400
+    assert "lone surrogate" in response.json()["error"]["message"]
+
+
+def test_a_body_over_the_upload_limit_is_a_413(api_url, raw_key):
+    content = "x" * (5 * 1024 * 1024)
+    body = {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+
+    response = post(api_url, raw_key, json.dumps(body).encode())
+
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "request_too_large"
+
+
+def test_a_full_queue_is_a_503_with_retry_after(api_url, raw_key, full_worker):
+    body = {"model": full_worker, "messages": [{"role": "user", "content": "Hi"}]}
+
+    response = post(api_url, raw_key, json.dumps(body).encode())
+
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "1"
+    assert response.json()["error"]["type"] == "server_error"

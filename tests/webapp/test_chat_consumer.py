@@ -5,21 +5,14 @@ Everything runs as in production except the browser: the project's ASGI applicat
 worker's events, and the `tiny-random` model.
 """
 
-import sys
-import uuid
-
 import pytest
 from channels.testing import WebsocketCommunicator
 from django.test import Client
 
-from model_service.checkpoints import flax_params
-from model_service.client import GenerationClient
-from model_service.registry import load_model
-from tests.conftest import make_user, wait_until, worker_env
+from tests.conftest import make_user
 from webapp.asgi import application
 from webapp.chat import services
 from webapp.chat.models import Conversation, Message
-from webapp.launcher import spawn, stop
 
 pytestmark = [
     pytest.mark.slow,
@@ -181,26 +174,6 @@ async def test_a_model_no_worker_serves_fails_with_a_clear_message(
     assert answer.status == Message.Status.FAILED
     assert "no live generation worker serves model 'gemma3-270m'" in answer.error
     assert "Failed:" in final["html"]
-
-
-@pytest.fixture
-def full_worker(tmp_path, redis_url):
-    """A live generation worker whose queue is always full (`--max-queue 0`); it serves
-    a saved copy of tiny-random, which no other worker serves. Yields the model name."""
-    model = str(tmp_path / "tiny-copy")
-    tiny = load_model("tiny-random")
-    flax_params.save(model, tiny.params, tiny.config)
-    worker_id = f"test-full-{uuid.uuid4().hex[:8]}"
-    command = [
-        sys.executable, "-m", "model_service.worker", "--redis-url", redis_url,
-        "--model", model, "--max-queue", "0", "--worker-id", worker_id,
-    ]  # fmt: skip
-    process = spawn(command, env=worker_env())
-    client = GenerationClient(redis_url)
-    wait_until(lambda: worker_id in client.alive_workers(), process, "full worker")
-    client.close()
-    yield model
-    stop(process)
 
 
 async def test_a_busy_worker_fails_the_answer_with_a_clear_message(

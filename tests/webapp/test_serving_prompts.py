@@ -65,8 +65,11 @@ def test_a_last_message_longer_than_the_context_is_a_clear_error():
 
 def test_an_api_prompt_keeps_every_turn_or_says_how_long_it_is():
     conversation = turns([("Hi", "Hello!")], "How are you?")
-    ids = serving.exact_prompt(MODEL, conversation, max_new_tokens=16, workers=WORKERS)
+    ids, length = serving.exact_prompt(
+        MODEL, conversation, max_new_tokens=16, workers=WORKERS
+    )
     assert ids == format_conversation(serving.tokenizer_for(MODEL), conversation)
+    assert length == 16
 
     with pytest.raises(serving.ContextLengthExceeded) as error:
         serving.exact_prompt(
@@ -76,6 +79,19 @@ def test_an_api_prompt_keeps_every_turn_or_says_how_long_it_is():
     assert f"({len(ids)} in the messages, {CONTEXT} in the completion)" in str(
         error.value
     )
+
+
+def test_an_api_answer_of_no_asked_length_fills_the_context_up_to_a_default():
+    conversation = turns([], "Hi")
+    ids, length = serving.exact_prompt(
+        MODEL, conversation, max_new_tokens=None, workers=WORKERS
+    )
+    assert length == min(serving.DEFAULT_MAX_NEW_TOKENS, CONTEXT - len(ids))
+
+    with pytest.raises(serving.ContextLengthExceeded):
+        serving.exact_prompt(
+            MODEL, turns([], "word " * 400), max_new_tokens=None, workers=WORKERS
+        )
 
 
 def test_a_model_no_worker_announces_has_no_context():

@@ -17,8 +17,8 @@ from django.http import JsonResponse
 
 from model_service.client import GenerationResult
 from model_service.sampling import SamplingParams
+from webapp.core import serving
 
-DEFAULT_MAX_TOKENS = 256
 MAX_STOP_STRINGS = 4
 # Seeds become 32-bit sampling keys (`model_service.sampler`): larger ones would
 # collide, so they are refused.
@@ -54,7 +54,8 @@ def unavailable(message: str, retry_after_s: int = 1) -> JsonResponse:
 class CompletionRequest:
     model: str
     messages: list[dict[str, str]]  # Gemma turns: role user / model
-    params: SamplingParams
+    max_tokens: int | None  # as asked; None: as the context allows
+    params: SamplingParams  # its max_new_tokens is settled with the prompt
     stream: bool
     include_usage: bool
 
@@ -73,10 +74,12 @@ def parse_request(raw: bytes) -> CompletionRequest:
     if _integer(body, "n", 1, 1) != 1:
         raise RequestError("Only n=1 is supported.", "n")
     stream_options = _object(body, "stream_options")
+    asked = max_tokens(body)
     return CompletionRequest(
         model=model,
         messages=gemma_turns(body.get("messages")),
-        params=sampling_params(body),
+        max_tokens=asked,
+        params=sampling_params(body, asked or serving.DEFAULT_MAX_NEW_TOKENS),
         stream=_boolean(body, "stream"),
         include_usage=_boolean(stream_options, "include_usage", "stream_options"),
     )
@@ -173,8 +176,8 @@ def _number(body: dict, name: str, default: float, low: float, high: float) -> f
 
 
 def _integer(
-    body: dict, name: str, default: int, low: int, high: int | None = None
-) -> int:
+    body: dict, name: str, default: int | None, low: int, high: int | None = None
+) -> int | None:
     value = body.get(name)
     if value is None:
         return default
@@ -205,15 +208,21 @@ def _stop(value: Any) -> tuple[str, ...]:
     return tuple(stops)
 
 
-def sampling_params(body: dict) -> SamplingParams:
-    max_tokens = _integer(body, "max_tokens", DEFAULT_MAX_TOKENS, 1)
+def max_tokens(body: dict) -> int | None:
+    """The answer length asked for (`max_completion_tokens` over the older
+    `max_tokens`), or None: then the context decides (`serving.exact_prompt`)."""
+    asked = _integer(body, "max_tokens", None, 1)
+    return _integer(body, "max_completion_tokens", asked, 1)
+
+
+def sampling_params(body: dict, max_new_tokens: int) -> SamplingParams:
     top_p = _number(body, "top_p", 1.0, 0.0, 1.0)
     if top_p == 0.0:
         raise RequestError("`top_p` must be greater than 0.", "top_p")
     return SamplingParams(
         temperature=_number(body, "temperature", 1.0, 0.0, 2.0),
         top_p=top_p,
-        max_new_tokens=_integer(body, "max_completion_tokens", max_tokens, 1),
+        max_new_tokens=max_new_tokens,
         stop=_stop(body.get("stop")),
         seed=_integer(body, "seed", secrets.randbelow(2**31), 0, MAX_SEED),
     )

@@ -10,6 +10,7 @@ OpenAI's error JSON with a status a client can act on: 4xx for the caller's mist
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 
@@ -159,15 +160,16 @@ async def submit(
     workers = await client.alive_workers()
     if workers and completion.model not in serving.served_models(workers):
         raise UnknownModel(completion.model)
-    prompt_ids = await sync_to_async(serving.exact_prompt, thread_sensitive=False)(
+    prompt_ids, max_new_tokens = await sync_to_async(
+        serving.exact_prompt, thread_sensitive=False
+    )(
         completion.model,
         completion.messages,
-        max_new_tokens=completion.params.max_new_tokens,
+        max_new_tokens=completion.max_tokens,
         workers=workers,
     )
-    return await client.submit(
-        completion.model, prompt_ids, completion.params, workers=workers
-    )
+    params = dataclasses.replace(completion.params, max_new_tokens=max_new_tokens)
+    return await client.submit(completion.model, prompt_ids, params, workers=workers)
 
 
 def generation_failed(exc: GenerationError) -> JsonResponse:

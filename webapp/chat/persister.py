@@ -102,9 +102,10 @@ class Persister(threading.Thread):
 
     def reclaim(self) -> None:
         """Saves the entries that a persister took and never acknowledged."""
-        _next, items, _deleted = self.redis.xautoclaim(
+        # [next id, entries] (Redis 6.2) or [next id, entries, deleted ids] (7+)
+        items = self.redis.xautoclaim(
             protocol.FINISHED_KEY, GROUP, self.consumer, RECLAIM_IDLE_MS, count=BATCH
-        )
+        )[1]
         self.save([(entry_id, fields["request_id"]) for entry_id, fields in items])
 
     def save(self, entries: list[tuple[str, str]]) -> None:

@@ -27,6 +27,9 @@ from model_service.client import (
 )
 
 Workers = dict[str, dict[str, Any]]
+# The longest answer an API request gets when it does not say (and the context has
+# room): OpenAI's own default is the rest of the context.
+DEFAULT_MAX_NEW_TOKENS = 256
 
 
 @functools.cache
@@ -140,21 +143,27 @@ def exact_prompt(
     model: str,
     turns: Sequence[Mapping[str, str]],
     *,
-    max_new_tokens: int,
+    max_new_tokens: int | None,
     workers: Workers,
-) -> list[int]:
-    """An API request's prompt: every turn, and the prompt with `max_new_tokens`
-    must fit the context (as OpenAI's API, which drops nothing)."""
+) -> tuple[list[int], int]:
+    """An API request's prompt and answer length: every turn (as OpenAI's API, which
+    drops nothing), and the prompt with `max_new_tokens` must fit the context; when
+    the caller did not ask for a length, the answer may fill the context up to
+    `DEFAULT_MAX_NEW_TOKENS`."""
     context = context_length(workers, model)
     try:
         token_ids = chat_format.format_conversation(tokenizer_for(model), turns)
     except ValueError as exc:
         raise PromptError(str(exc)) from None
-    if len(token_ids) + max_new_tokens > context:
+    room = context - len(token_ids)
+    if max_new_tokens is None and room > 0:
+        max_new_tokens = min(DEFAULT_MAX_NEW_TOKENS, room)
+    if max_new_tokens is None or max_new_tokens > room:
+        requested = len(token_ids) + (max_new_tokens or 1)
         raise ContextLengthExceeded(
             f"This model's maximum context length is {context} tokens. However, you "
-            f"requested {len(token_ids) + max_new_tokens} tokens "
-            f"({len(token_ids)} in the messages, {max_new_tokens} in the completion). "
-            "Please reduce the length of the messages or completion."
+            f"requested {requested} tokens ({len(token_ids)} in the messages, "
+            f"{requested - len(token_ids)} in the completion). Please reduce the "
+            "length of the messages or completion."
         )
-    return token_ids
+    return token_ids, max_new_tokens
