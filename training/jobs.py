@@ -1,0 +1,76 @@
+"""The training jobs by name, and one call that runs any of them.
+
+    run("sft", "training/configs/sft_gemma3_270m.json", on_metrics=print)
+
+is what `python -m training sft --config FILE` does, and what a Celery task calls
+(with `should_stop` checking for a cancel).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from os import PathLike
+from typing import Any
+
+from training import loop, reward_model, sft
+from training.config import (
+    RewardModelConfig,
+    SFTConfig,
+    TrainConfig,
+    load_config,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class JobKind:
+    """A job's config class, and how it prepares a run from a config."""
+
+    config: type[TrainConfig]
+    prepare: Callable[[Any], loop.Job]
+
+
+JOBS = {
+    "sft": JobKind(SFTConfig, sft.prepare),
+    "reward-model": JobKind(RewardModelConfig, reward_model.prepare),
+}
+
+
+def configure(
+    kind: str, source: str | PathLike[str] | Mapping[str, Any]
+) -> TrainConfig:
+    """Reads and checks a job's config (a JSON file or a mapping).
+
+    Raises:
+        ConfigError: an unknown job, or a bad config.
+    """
+    return load_config(JOBS[kind].config, source)
+
+
+def run(
+    kind: str,
+    config: TrainConfig | str | PathLike[str] | Mapping[str, Any],
+    *,
+    on_metrics: loop.MetricsCallback | None = None,
+    should_stop: loop.StopCallback | None = None,
+) -> dict[str, Any]:
+    """Runs (or resumes) a training job to its end; see `training.loop.run`.
+
+    Args:
+        kind: a name in `JOBS`.
+        config: the job's config, or a JSON file or mapping to read it from.
+        on_metrics: called with each logged step's metrics and the final record.
+        should_stop: asked before each step; true saves a checkpoint and returns.
+
+    Returns:
+        The final record.
+
+    Raises:
+        ConfigError: a bad config (before any work).
+        DataError: bad data lines, all listed (before any training).
+        TrainingDiverged: a NaN or infinite loss.
+    """
+    if not isinstance(config, TrainConfig):
+        config = configure(kind, config)
+    job = JOBS[kind].prepare(config)
+    return loop.run(config, job, on_metrics=on_metrics, should_stop=should_stop)

@@ -1,0 +1,285 @@
+"""The host loop every training job runs: data, steps, metrics, evaluation,
+checkpoints, resumption, and the trained model at the end.
+
+The loop owns everything impure; the step it calls is pure and jitted once, with the
+mesh's shardings. Rerunning a job on the same `output_dir` resumes from its latest
+checkpoint: the state comes back whole and the data position says which examples
+come next, so the run ends with the same parameters as one never interrupted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from training import mesh as meshes
+from training.checkpointing import Checkpoints
+from training.config import ConfigError, TrainConfig, to_dict
+from training.data import example_order
+from training.trainer import (
+    Metrics,
+    Objective,
+    Params,
+    Sums,
+    TrainState,
+    init_state,
+    learning_rate_schedule,
+    make_eval_step,
+    make_optimizer,
+    make_train_step,
+)
+
+CONFIG_FILE = "config.json"
+MODEL_DIR = "model"
+TOKENIZER_FILE = "tokenizer.model"
+
+MetricsCallback = Callable[[dict[str, Any]], None]
+StopCallback = Callable[[], bool]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A training job, ready for the host loop.
+
+    Attributes:
+        objective: its loss.
+        params: the trainable parameters to start from (when not resuming).
+        train: encoded training examples.
+        held_out: encoded held-out examples.
+        collate: (examples, rows) -> a batch of numpy arrays [rows, ...]; rows past
+            the examples are padding that weighs nothing. Every batch has
+            `positions` (-1 on padding), which count its tokens.
+        export: (directory, params, held-out metrics) writes the trained model into
+            a new directory.
+    """
+
+    objective: Objective
+    params: Params
+    train: Sequence[Any]
+    held_out: Sequence[Any]
+    collate: Callable[[Sequence[Any], int], dict[str, np.ndarray]]
+    export: Callable[[Path, Params, dict[str, float]], None]
+
+
+def activation_dtype(config: TrainConfig) -> jnp.dtype:
+    """bfloat16 on GPU/TPU hosts under "auto", else what the config says."""
+    if config.dtype == "auto":
+        accelerated = jax.default_backend() in ("gpu", "tpu")
+        return jnp.bfloat16 if accelerated else jnp.float32
+    return jnp.dtype(config.dtype)
+
+
+def check_output_dir(config: TrainConfig) -> Path:
+    """Creates the run's directory, or checks that it holds a run of this config.
+
+    Raises:
+        ConfigError: the directory holds a run whose config differs.
+    """
+    output = Path(config.output_dir)
+    saved = output / CONFIG_FILE
+    fields = to_dict(config)
+    if saved.exists():
+        previous = json.loads(saved.read_text())
+        keys = fields.keys() | previous.keys()
+        changed = sorted(k for k in keys if fields.get(k) != previous.get(k))
+        if changed:
+            raise ConfigError(
+                f"output_dir: {output} holds a run with other values of "
+                f"{', '.join(changed)}; use a new directory, or the same config to "
+                "resume"
+            )
+    else:
+        output.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(fields, indent=2))
+    return output
+
+
+class _Runner:
+    """One run of a job: the jitted steps and the mesh they run on."""
+
+    def __init__(self, config: TrainConfig, job: Job) -> None:
+        self.config, self.job = config, job
+        self.mesh = meshes.make_mesh(config.mesh)
+        devices = meshes.batch_devices(self.mesh)
+        if config.micro_batch_size % devices:
+            raise ConfigError(
+                f"batch_size: the micro-batch ({config.micro_batch_size} examples) "
+                f"must split evenly over the {devices} devices of the mesh"
+            )
+        optimizer = make_optimizer(config)
+        schedule = learning_rate_schedule(config)
+        self._init = lambda params: init_state(params, optimizer, config.seed)
+        abstract = jax.eval_shape(self._init, job.params)
+        self.shardings = meshes.tree_shardings(self.mesh, abstract)
+        self.abstract = jax.tree.map(
+            lambda leaf, sharding: jax.ShapeDtypeStruct(
+                leaf.shape, leaf.dtype, sharding=sharding
+            ),
+            abstract,
+            self.shardings,
+        )
+        replicated = meshes.replicated(self.mesh)
+        self.train_step = jax.jit(
+            make_train_step(job.objective, optimizer, schedule),
+            in_shardings=(self.shardings, meshes.batch_sharding(self.mesh, 1)),
+            out_shardings=(self.shardings, replicated),
+            donate_argnums=0,
+        )
+        self.eval_step = jax.jit(
+            make_eval_step(job.objective),
+            in_shardings=(self.shardings.params, meshes.batch_sharding(self.mesh)),
+            out_shardings=replicated,
+        )
+
+    def initial_state(self) -> TrainState:
+        return jax.jit(self._init, out_shardings=self.shardings)(self.job.params)
+
+    def train_batch(self, position: int) -> dict[str, np.ndarray]:
+        """The step's examples from a data position, as [micro-batches, rows, ...]."""
+        config = self.config
+        order = example_order(
+            len(self.job.train), config.seed, position, config.batch_size
+        )
+        batch = self.job.collate([self.job.train[i] for i in order], len(order))
+        return {
+            name: array.reshape(
+                config.grad_accum_steps, config.micro_batch_size, *array.shape[1:]
+            )
+            for name, array in batch.items()
+        }
+
+    def evaluate(self, params: Params) -> dict[str, float]:
+        """Held-out metrics, prefixed `eval_`."""
+        rows = self.config.micro_batch_size
+        examples = self.job.held_out
+        total: Sums | None = None
+        for start in range(0, len(examples), rows):
+            batch = self.job.collate(examples[start : start + rows], rows)
+            sums = self.eval_step(params, batch)
+            total = sums if total is None else jax.tree.map(jnp.add, total, sums)
+        metrics = _floats(self.job.objective.summarize(total))
+        return {f"eval_{name}": value for name, value in metrics.items()}
+
+
+def run(
+    config: TrainConfig,
+    job: Job,
+    *,
+    on_metrics: MetricsCallback | None = None,
+    should_stop: StopCallback | None = None,
+) -> dict[str, Any]:
+    """Trains a job to `config.steps`, resuming from `output_dir` when it can.
+
+    Args:
+        config: the run's config.
+        job: the prepared job (data, parameters, loss, export).
+        on_metrics: called with each logged step's metrics (a JSON-ready dict with
+            `step`), and last with the final record.
+        should_stop: asked before each step; true saves a checkpoint and returns
+            (the same call again resumes).
+
+    Returns:
+        The final record: `status` ("finished" or "stopped"), `step`, and when
+        finished the held-out metrics (`eval_loss`, ...) and `checkpoint`, the
+        trained model's directory (loadable with `model_service.registry`).
+
+    Raises:
+        ConfigError: the output directory holds another run, or the mesh does not fit.
+        TrainingDiverged: the loss became NaN or infinite.
+    """
+    emit = on_metrics or (lambda record: None)
+    output = check_output_dir(config)
+    runner = _Runner(config, job)
+    checkpoints = Checkpoints(output, config.keep_checkpoints)
+    try:
+        if checkpoints.latest_step() is None:
+            state, position = runner.initial_state(), 0
+        else:
+            state, meta = checkpoints.restore(runner.abstract)
+            position = meta["examples_seen"]
+        step = int(jax.device_get(state.step))
+        record: dict[str, Any] = {}
+        while step < config.steps:
+            if should_stop is not None and should_stop():
+                checkpoints.save(state, {"examples_seen": position})
+                final = {"status": "stopped", "step": step}
+                emit(final)
+                return final
+            state, record = _train_one_step(runner, state, position)
+            position += config.batch_size
+            step += 1
+            if not math.isfinite(record["loss"]):
+                raise TrainingDiverged(
+                    f"the loss is {record['loss']} at step {step}; stopped, the last "
+                    f"good checkpoint (step {checkpoints.latest_step()}) is kept"
+                )
+            if step % config.eval_every == 0 or step == config.steps:
+                record.update(runner.evaluate(state.params))
+            if step % config.checkpoint_every == 0 or step == config.steps:
+                checkpoints.save(state, {"examples_seen": position})
+            if step % config.log_every == 0 or "eval_loss" in record:
+                emit(record)
+        held_out = {k: v for k, v in record.items() if k.startswith("eval_")}
+        held_out = held_out or runner.evaluate(state.params)
+    finally:
+        checkpoints.close()
+    model_dir = _export(config, job, state.params, held_out)
+    final = {"status": "finished", "step": step, **held_out, "checkpoint": model_dir}
+    emit(final)
+    return final
+
+
+def _train_one_step(
+    runner: _Runner, state: TrainState, position: int
+) -> tuple[TrainState, dict[str, Any]]:
+    start = time.perf_counter()
+    batch = runner.train_batch(position)
+    tokens = int((batch["positions"] >= 0).sum())
+    state, metrics = runner.train_step(state, batch)
+    record = _floats(metrics)  # waits for the step
+    elapsed = time.perf_counter() - start
+    step = int(jax.device_get(state.step))
+    return state, {"step": step, **record, "tokens_per_second": tokens / elapsed}
+
+
+def _export(
+    config: TrainConfig, job: Job, params: Params, held_out: dict[str, float]
+) -> str:
+    """Writes the trained model to `output_dir/model`, replacing one a finished run of
+    the same config wrote before (written aside first, so a crash loses neither)."""
+    output = Path(config.output_dir)
+    final, partial = output / MODEL_DIR, output / f"{MODEL_DIR}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    metrics = {k.removeprefix("eval_"): v for k, v in held_out.items()}
+    job.export(partial, jax.device_get(params), metrics)
+    _copy_tokenizer(Path(config.model), partial)
+    shutil.rmtree(final, ignore_errors=True)
+    partial.rename(final)
+    return str(final.absolute())
+
+
+def _copy_tokenizer(model: Path, directory: Path) -> None:
+    """Copies the `tokenizer.model` that the starting checkpoint had (in or beside
+    its directory) into the trained one, so that it loads on its own."""
+    for candidate in (model / TOKENIZER_FILE, model.parent / TOKENIZER_FILE):
+        if model.is_dir() and candidate.is_file():
+            shutil.copyfile(candidate, directory / TOKENIZER_FILE)
+            return
+
+
+def _floats(metrics: Metrics) -> dict[str, float]:
+    return {name: float(value) for name, value in jax.device_get(metrics).items()}
