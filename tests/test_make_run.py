@@ -1,9 +1,11 @@
 """`make run` in a temporary copy of the repository, as on a fresh clone.
 
-It must bring /healthz to 200 (real Gemma 3 270M weights included), and one Ctrl-C
-(SIGINT to its process group, as a terminal sends it) must stop every process it
-started. The copy shares this checkout's .venv, so `make` is told not to reinstall into
-it (`-o`): reinstalling from the copy would point the shared .venv at the copy.
+It must bring /healthz to 200 (real Gemma 3 270M weights included); a launcher killed
+with SIGKILL must take its processes along, and the next `make run` must start even
+with a stale Redis server on its socket; one Ctrl-C (SIGINT to its process group, as a
+terminal sends it) must stop every process it started. The copy shares this
+checkout's .venv, so `make` is told not to reinstall into it (`-o`): reinstalling from
+the copy would point the shared .venv at the copy.
 """
 
 import os
@@ -18,7 +20,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from webapp.launcher import BASE_DIR
+from webapp.launcher import BASE_DIR, start_redis
 
 pytestmark = [pytest.mark.slow, pytest.mark.real_weights]
 
@@ -92,23 +94,65 @@ def survivors(processes: list[psutil.Process]) -> list[str]:
     return alive
 
 
-@pytest.mark.timeout(READY_TIMEOUT_S + STOP_TIMEOUT_S + 60)
-def test_make_run_starts_everything_and_ctrl_c_stops_it_all(tmp_path):
-    copy_checkout(tmp_path)
-    port = free_port()
+def start_make(directory: Path, port: int, log: Path) -> subprocess.Popen:
     unset = {"REDIS_URL", "DATABASE_URL", "CI", "DJANGO_SETTINGS_MODULE", "SECRET_KEY"}
     env = {k: v for k, v in os.environ.items() if k not in unset} | {"PORT": str(port)}
-    log = tmp_path / "make-run.log"
     with log.open("wb") as output:
-        make = subprocess.Popen(
+        return subprocess.Popen(
             ["make", "-o", ".venv/.installed", "run"],
-            cwd=tmp_path,
+            cwd=directory,
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+
+def wait_for_exit(processes: list[psutil.Process], timeout: float) -> list[str]:
+    """The processes still alive after `timeout` seconds (or once all are gone)."""
+    deadline = time.monotonic() + timeout
+    while (alive := survivors(processes)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return alive
+
+
+def kill_all(make: subprocess.Popen, processes: list[psutil.Process]) -> None:
+    """After a failure: leave nothing running."""
+    for process in processes or descendants(make.pid):
+        try:
+            process.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if make.poll() is None:
+        os.killpg(make.pid, signal.SIGKILL)
+        make.wait()
+
+
+@pytest.mark.timeout(2 * READY_TIMEOUT_S + 2 * STOP_TIMEOUT_S + 60)
+def test_make_run_survives_a_killed_launcher_and_ctrl_c_stops_it_all(tmp_path):
+    copy_checkout(tmp_path)
+    port = free_port()
+
+    # A run whose launcher is killed outright takes its processes along.
+    crashed = start_make(tmp_path, port, tmp_path / "crashed.log")
     started: list[psutil.Process] = []
+    try:
+        wait_for_health(crashed, port, tmp_path / "crashed.log")
+        started = descendants(crashed.pid)
+        (launcher,) = [p for p in started if "webapp.launcher" in p.cmdline()]
+        launcher.kill()
+        crashed.wait(timeout=STOP_TIMEOUT_S)
+        assert wait_for_exit(started, STOP_TIMEOUT_S) == []
+    finally:
+        kill_all(crashed, started)
+
+    # A Redis server left on the embedded socket (as by a crash that even the kernel's
+    # signal could not stop) is replaced.
+    stale_redis = start_redis(tmp_path / "var" / "redis.sock")
+
+    log = tmp_path / "make-run.log"
+    make = start_make(tmp_path, port, log)
+    started = []
     try:
         wait_for_health(make, port, log)
         started = descendants(make.pid)
@@ -121,14 +165,11 @@ def test_make_run_starts_everything_and_ctrl_c_stops_it_all(tmp_path):
             assert part in commands
         assert survivors(started) == []
         output = log.read_text()
+        assert "shutting down a stale Redis server" in output
+        assert stale_redis.wait(timeout=10) == 0
         assert "username 'researcher' password 'researcher-demo'" in output
         assert f"http://127.0.0.1:{port}/" in output
-    finally:  # after a failure: leave nothing running
-        for process in started or descendants(make.pid):
-            try:
-                process.kill()
-            except psutil.NoSuchProcess:
-                pass
-        if make.poll() is None:
-            os.killpg(make.pid, signal.SIGKILL)
-            make.wait()
+    finally:
+        kill_all(make, started)
+        if stale_redis.poll() is None:
+            stale_redis.kill()

@@ -3,11 +3,17 @@
 Starts a Redis server (unless REDIS_URL is set), migrates, creates the demo users,
 then runs the ASGI server, one generation worker and one Celery worker, each in its own
 process group. SIGINT or SIGTERM stops them all (and anything they started); so does
-any one of them dying.
+any one of them dying. A launcher killed outright (SIGKILL, a crash) takes them along:
+each gets SIGTERM from the kernel when its parent dies (Linux's PR_SET_PDEATHSIG). And
+a Redis server left on the embedded socket by such a run is shut down and replaced, so
+that the next `make run` after any crash just starts; a launcher still running (its pid
+is in `var/launcher.pid`) is never disturbed.
 
 This module never imports Django: the processes it starts do.
 """
 
+import ctypes
+import functools
 import os
 import shutil
 import signal
@@ -23,6 +29,8 @@ import redis
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Must match the default REDIS_URL in webapp/settings.py.
 EMBEDDED_REDIS_SOCKET = BASE_DIR / "var" / "redis.sock"
+LAUNCHER_PID_FILE = BASE_DIR / "var" / "launcher.pid"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 STOP_TIMEOUT_S = 15
 MAX_SOCKET_PATH = 100  # Linux allows 107 bytes in a Unix socket address
 
@@ -43,10 +51,33 @@ def redis_server_binary() -> str:
     return system
 
 
-def spawn(command: list[str], env: dict[str, str] | None = None) -> subprocess.Popen:
+def spawn(
+    command: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    die_with_parent: bool = False,
+) -> subprocess.Popen:
     """Starts `command` as the leader of a new process group, so that stopping the
-    group also stops whatever the command starts."""
-    return subprocess.Popen(command, env=env, cwd=BASE_DIR, start_new_session=True)
+    group also stops whatever the command starts; with `die_with_parent`, it gets
+    SIGTERM when this process dies, however it dies (Linux; elsewhere nothing).
+    Only for a single-threaded parent (the launcher): the hook runs between fork and
+    exec."""
+    hook = functools.partial(_die_with, os.getpid()) if die_with_parent else None
+    return subprocess.Popen(
+        command, env=env, cwd=BASE_DIR, start_new_session=True, preexec_fn=hook
+    )
+
+
+def _die_with(parent_pid: int) -> None:
+    """In the child, before exec: SIGTERM when the parent dies; at once if it already
+    has (it may die between the fork and this call)."""
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except AttributeError:  # not Linux
+        return
+    prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent_pid:
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
@@ -64,7 +95,9 @@ def stop(process: subprocess.Popen, timeout: float = STOP_TIMEOUT_S) -> None:
     process.wait()
 
 
-def start_redis(socket_path: Path) -> subprocess.Popen:
+def start_redis(
+    socket_path: Path, *, die_with_parent: bool = False
+) -> subprocess.Popen:
     """A private Redis server listening only on `socket_path`, without persistence."""
     if len(str(socket_path)) > MAX_SOCKET_PATH:
         raise RuntimeError(
@@ -74,9 +107,10 @@ def start_redis(socket_path: Path) -> subprocess.Popen:
     socket_path.parent.mkdir(parents=True, exist_ok=True)
     url = socket_url(socket_path)
     if socket_path.exists():
-        if redis_answers(url):
-            raise RuntimeError(f"a Redis server already listens on {socket_path}")
-        socket_path.unlink()  # left behind by a server that was killed
+        if redis_answers(url):  # left by a run that crashed: ours, and nobody's now
+            print(f"shutting down a stale Redis server on {socket_path}", flush=True)
+            shut_down_redis(url)
+        socket_path.unlink(missing_ok=True)  # left behind by a server that was killed
     process = spawn(
         [
             redis_server_binary(),
@@ -87,7 +121,8 @@ def start_redis(socket_path: Path) -> subprocess.Popen:
             "--logfile", str(socket_path.with_suffix(".log")),
             "--save", "",
             "--appendonly", "no",
-        ]
+        ],
+        die_with_parent=die_with_parent,
     )  # fmt: skip
     deadline = time.monotonic() + 20
     while not redis_answers(url):
@@ -96,6 +131,42 @@ def start_redis(socket_path: Path) -> subprocess.Popen:
             raise RuntimeError(f"redis-server did not start on {socket_path}")
         time.sleep(0.05)
     return process
+
+
+def shut_down_redis(url: str, timeout: float = 20) -> None:
+    with redis.Redis.from_url(url, socket_connect_timeout=1) as client:
+        try:
+            client.shutdown(nosave=True)
+        except (redis.ConnectionError, redis.ResponseError):
+            pass  # it closed the connection as it went
+    deadline = time.monotonic() + timeout
+    while redis_answers(url):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the Redis server on {url} does not shut down")
+        time.sleep(0.05)
+
+
+def claim_launcher_pid(path: Path = LAUNCHER_PID_FILE) -> None:
+    """Records this launcher's pid, refusing to start beside one still running."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        running = int(path.read_text())
+    except (FileNotFoundError, ValueError):
+        running = None
+    if running and running != os.getpid() and _is_launcher(running):
+        raise RuntimeError(
+            f"Gemma Studio is already running from this checkout (pid {running}); "
+            "stop it first (Ctrl-C in its terminal, or kill that pid)"
+        )
+    path.write_text(str(os.getpid()))
+
+
+def _is_launcher(pid: int) -> bool:
+    try:
+        command = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+    return b"webapp.launcher" in command
 
 
 def socket_url(socket_path: Path) -> str:
@@ -120,9 +191,11 @@ class Launcher:
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
 
     def start(self) -> None:
+        claim_launcher_pid()
         if not self.env.get("REDIS_URL"):
             print(f"starting Redis on {EMBEDDED_REDIS_SOCKET}", flush=True)
-            self.processes.append(("redis", start_redis(EMBEDDED_REDIS_SOCKET)))
+            redis_server = start_redis(EMBEDDED_REDIS_SOCKET, die_with_parent=True)
+            self.processes.append(("redis", redis_server))
             self.env["REDIS_URL"] = socket_url(EMBEDDED_REDIS_SOCKET)
         self.manage("migrate", "--noinput")
         self.manage("create_demo_users")
@@ -151,7 +224,8 @@ class Launcher:
         subprocess.run(command, env=self.env, cwd=BASE_DIR, check=True)
 
     def run_process(self, name: str, command: list[str]) -> None:
-        self.processes.append((name, spawn(command, env=self.env)))
+        process = spawn(command, env=self.env, die_with_parent=True)
+        self.processes.append((name, process))
 
     def exited(self) -> str | None:
         """The name of a process that has ended, if any."""
@@ -218,11 +292,18 @@ def main() -> int:
     except Stop as received:
         print(f"\n{received}: stopping", flush=True)
         return 0
+    except RuntimeError as error:  # a part that cannot start says why
+        print(f"cannot start: {error}", file=sys.stderr, flush=True)
+        return 1
     finally:
         # No second Ctrl-C may interrupt the shutdown and leave processes behind.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         launcher.stop_all()
+        if LAUNCHER_PID_FILE.exists() and LAUNCHER_PID_FILE.read_text() == str(
+            os.getpid()
+        ):
+            LAUNCHER_PID_FILE.unlink()
 
 
 if __name__ == "__main__":
