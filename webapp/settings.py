@@ -152,6 +152,7 @@ INSTALLED_APPS = [
     "webapp.core",
     "webapp.chat",
     "webapp.api",
+    "webapp.ratings",
 ]
 
 MIDDLEWARE = [
@@ -225,6 +226,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("generation"), Queue("training"))
 CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": "training"},
+    "webapp.ratings.tasks.*": {"queue": "generation"},
 }
 CELERY_TASK_TRACK_STARTED = True
 # Tasks are long (generation, training): a worker takes one at a time per slot.
