@@ -27,9 +27,7 @@ def import_prompts(
     if not set_name or len(set_name) > 100:
         raise ValidationError("A prompt set needs a name of 1 to 100 characters.")
     existing = PromptSet.objects.filter(name=set_name).first()
-    taken = (
-        existing.prompts.values_list("external_id", flat=True) if existing else []
-    )
+    taken = existing.prompts.values_list("external_id", flat=True) if existing else []
     rows = prompt_files.read_prompts(stream, filename, taken_ids=taken)
     with transaction.atomic():
         prompt_set = existing or PromptSet.objects.create(
