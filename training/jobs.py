@@ -72,5 +72,6 @@ def run(
     """
     if not isinstance(config, TrainConfig):
         config = configure(kind, config)
+    loop.check_output_dir(config)
     job = JOBS[kind].prepare(config)
     return loop.run(config, job, on_metrics=on_metrics, should_stop=should_stop)

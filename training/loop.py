@@ -83,33 +83,44 @@ def activation_dtype(config: TrainConfig) -> jnp.dtype:
     return jnp.dtype(config.dtype)
 
 
-def check_output_dir(config: TrainConfig) -> Path:
-    """Creates the run's directory, or checks that it holds a run of this config.
+def check_output_dir(config: TrainConfig) -> None:
+    """Checks that `output_dir` is new or holds a run of this very config.
 
     Raises:
         ConfigError: the directory holds a run whose config differs.
     """
+    saved = Path(config.output_dir) / CONFIG_FILE
+    if not saved.exists():
+        return
+    fields, previous = to_dict(config), json.loads(saved.read_text())
+    keys = fields.keys() | previous.keys()
+    changed = sorted(k for k in keys if fields.get(k) != previous.get(k))
+    if changed:
+        raise ConfigError(
+            f"output_dir: {config.output_dir} holds a run with other values of "
+            f"{', '.join(changed)}; use a new directory, or the same config to resume"
+        )
+
+
+def _start_output_dir(config: TrainConfig) -> Path:
+    check_output_dir(config)
     output = Path(config.output_dir)
-    saved = output / CONFIG_FILE
-    fields = to_dict(config)
-    if saved.exists():
-        previous = json.loads(saved.read_text())
-        keys = fields.keys() | previous.keys()
-        changed = sorted(k for k in keys if fields.get(k) != previous.get(k))
-        if changed:
-            raise ConfigError(
-                f"output_dir: {output} holds a run with other values of "
-                f"{', '.join(changed)}; use a new directory, or the same config to "
-                "resume"
-            )
-    else:
-        output.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(fields, indent=2))
+    output.mkdir(parents=True, exist_ok=True)
+    (output / CONFIG_FILE).write_text(json.dumps(to_dict(config), indent=2))
     return output
 
 
-class _Runner:
-    """One run of a job: the jitted steps and the mesh they run on."""
+class Trainer:
+    """A job on a mesh: its jitted train and eval steps, with their shardings.
+
+    Attributes:
+        mesh: the device mesh.
+        shardings: the train state's shardings.
+        abstract: the train state's shapes, dtypes and shardings (to restore into).
+        train_step: the jitted `(state, batch) -> (state, metrics)`; it donates the
+            state it is given.
+        eval_step: the jitted `(params, batch) -> sums`.
+    """
 
     def __init__(self, config: TrainConfig, job: Job) -> None:
         self.config, self.job = config, job
@@ -146,6 +157,7 @@ class _Runner:
         )
 
     def initial_state(self) -> TrainState:
+        """The state before the first step, laid out on the mesh."""
         return jax.jit(self._init, out_shardings=self.shardings)(self.job.params)
 
     def train_batch(self, position: int) -> dict[str, np.ndarray]:
@@ -202,14 +214,14 @@ def run(
         TrainingDiverged: the loss became NaN or infinite.
     """
     emit = on_metrics or (lambda record: None)
-    output = check_output_dir(config)
-    runner = _Runner(config, job)
+    output = _start_output_dir(config)
+    trainer = Trainer(config, job)
     checkpoints = Checkpoints(output, config.keep_checkpoints)
     try:
         if checkpoints.latest_step() is None:
-            state, position = runner.initial_state(), 0
+            state, position = trainer.initial_state(), 0
         else:
-            state, meta = checkpoints.restore(runner.abstract)
+            state, meta = checkpoints.restore(trainer.abstract)
             position = meta["examples_seen"]
         step = int(jax.device_get(state.step))
         record: dict[str, Any] = {}
@@ -219,7 +231,7 @@ def run(
                 final = {"status": "stopped", "step": step}
                 emit(final)
                 return final
-            state, record = _train_one_step(runner, state, position)
+            state, record = _train_one_step(trainer, state, position)
             position += config.batch_size
             step += 1
             if not math.isfinite(record["loss"]):
@@ -228,13 +240,13 @@ def run(
                     f"good checkpoint (step {checkpoints.latest_step()}) is kept"
                 )
             if step % config.eval_every == 0 or step == config.steps:
-                record.update(runner.evaluate(state.params))
+                record.update(trainer.evaluate(state.params))
             if step % config.checkpoint_every == 0 or step == config.steps:
                 checkpoints.save(state, {"examples_seen": position})
             if step % config.log_every == 0 or "eval_loss" in record:
                 emit(record)
         held_out = {k: v for k, v in record.items() if k.startswith("eval_")}
-        held_out = held_out or runner.evaluate(state.params)
+        held_out = held_out or trainer.evaluate(state.params)
     finally:
         checkpoints.close()
     model_dir = _export(config, job, state.params, held_out)
@@ -244,12 +256,12 @@ def run(
 
 
 def _train_one_step(
-    runner: _Runner, state: TrainState, position: int
+    trainer: Trainer, state: TrainState, position: int
 ) -> tuple[TrainState, dict[str, Any]]:
     start = time.perf_counter()
-    batch = runner.train_batch(position)
+    batch = trainer.train_batch(position)
     tokens = int((batch["positions"] >= 0).sum())
-    state, metrics = runner.train_step(state, batch)
+    state, metrics = trainer.train_step(state, batch)
     record = _floats(metrics)  # waits for the step
     elapsed = time.perf_counter() - start
     step = int(jax.device_get(state.step))

@@ -20,8 +20,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from training.config import MESH_AXES, ConfigError
 
 BATCH_AXES = MESH_AXES  # the batch axis is split over both
-# Leaves smaller than this stay whole on every device: splitting them saves nothing.
-MIN_SHARDED_SIZE = 2**14
+# Leaves smaller than this (norm scales) stay whole on every device: splitting them
+# saves nothing.
+MIN_SHARDED_SIZE = 1024
 
 
 def make_mesh(axes: Mapping[str, int] | None) -> Mesh:

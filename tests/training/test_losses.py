@@ -75,7 +75,9 @@ def test_the_sft_loss_of_a_model_that_knows_nothing(small_model: Path) -> None:
     model_tokens = len(model.tokenizer.encode("the dog")) + 1  # and <end_of_turn>
     assert example.mask.sum() == model_tokens
     objective = SFTObjective(model.config)
-    loss, sums = objective.loss(params, collate([example], 2, 64), jax.random.key(0))
+    loss, sums = jax.jit(objective.loss)(
+        params, collate([example], 2, 64), jax.random.key(0)
+    )
     vocab = model.config.vocab_size
     assert float(sums["weight"]) == model_tokens
     assert float(loss) == pytest.approx(model_tokens * math.log(vocab), rel=1e-6)
