@@ -166,7 +166,7 @@ def _check(
         for key in record
         if key not in FIELDS
     ]
-    if any(_has_surrogates(v) for v in _strings(record)):
+    if has_lone_surrogates(record):
         return None, [LineError(line, "", "not UTF-8 (a lone surrogate escape)")]
     text = record.get("prompt")
     if not isinstance(text, str) or not text.strip():
@@ -216,13 +216,15 @@ def _check(
     )
 
 
-def _strings(value: Any) -> Iterator[str]:
+def has_lone_surrogates(value: Any) -> bool:
+    """Whether any string in a parsed JSON value holds a lone surrogate (JSON may
+    escape one, `"\\ud800"`; no UTF-8 text, and no PostgreSQL column, holds it)."""
     if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            yield from _strings(key)
-            yield from _strings(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _strings(item)
+        return _has_surrogates(value)
+    if isinstance(value, dict):
+        return any(
+            has_lone_surrogates(k) or has_lone_surrogates(v) for k, v in value.items()
+        )
+    if isinstance(value, list):
+        return any(has_lone_surrogates(item) for item in value)
+    return False

@@ -1,0 +1,59 @@
+"""Inserting many rows fast, for imports of a million lines.
+
+Django's `bulk_create` prepares every field of every object in Python (about 20 µs a
+field) and, on SQLite, splits the rows into batches of a few dozen for the parameter
+limit. Here the caller gives only the columns that vary, as database-ready values
+(numbers, text, booleans, None, ids for foreign keys); every other column gets its
+default, prepared once. PostgreSQL takes the rows by COPY, SQLite by `executemany`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from itertools import islice
+
+from django.db import connections, router
+from django.db.models import Field, Model
+from django.utils import timezone
+
+BATCH = 10_000
+
+
+def _constant(field: Field, connection) -> object:
+    """The value every inserted row gets for a column the caller does not give."""
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        value = timezone.now()
+    elif field.has_default() and callable(field.default) and field.unique:
+        raise ValueError(f"{field} needs a value per row (a unique, generated default)")
+    else:
+        value = field.get_default()
+    return field.get_db_prep_save(value, connection)
+
+
+def bulk_insert(
+    model: type[Model], fields: Sequence[str], rows: Iterable[Sequence[object]]
+) -> None:
+    """Inserts `rows`, each the values of `fields` in order (foreign keys by their
+    attribute name, e.g. `item_id`), within the caller's transaction."""
+    connection = connections[router.db_for_write(model)]
+    given = [model._meta.get_field(name) for name in fields]
+    others = [
+        field
+        for field in model._meta.concrete_fields
+        if field not in given and not field.primary_key
+    ]
+    constants = tuple(_constant(field, connection) for field in others)
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(field.column) for field in [*given, *others])
+    table = quote(model._meta.db_table)
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
+                for row in rows:
+                    copy.write_row((*row, *constants))
+            return
+        marks = ", ".join(["%s"] * (len(given) + len(others)))
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
+        rows = iter(rows)
+        while chunk := [(*row, *constants) for row in islice(rows, BATCH)]:
+            cursor.executemany(sql, chunk)
