@@ -5,6 +5,8 @@ urlpatterns = [
     path("", include("webapp.core.urls")),
     path("accounts/", include("webapp.accounts.urls")),
     path("chat/", include("webapp.chat.urls")),
+    # /rate/, /api/rate/..., /ratings/...
+    path("", include("webapp.ratings.urls")),
     # OpenAI clients expect /v1/... at the root of the base URL.
     path("", include("webapp.api.urls")),
     path("admin/", admin.site.urls),

@@ -136,6 +136,6 @@ def test_the_conversation_page_costs_the_same_queries_however_long(
     url = reverse("chat:detail", args=[conversation.pk])
     for index in range(5):
         add_exchange(conversation, f"question {index}", f"answer {index}")
-    # session, user, conversation, messages
-    with django_assert_num_queries(4):
+    # session, user, the user's roles (the header's links), conversation, messages
+    with django_assert_num_queries(5):
         assert client.get(url).status_code == 200

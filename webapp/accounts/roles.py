@@ -7,12 +7,20 @@ RESEARCHER = "researcher"
 GROUPS = (RATER, RESEARCHER)
 
 
-def is_researcher(user: AbstractBaseUser | AnonymousUser) -> bool:
-    """Researchers are members of the `researcher` group, or staff."""
+def roles_of(user: AbstractBaseUser | AnonymousUser) -> frozenset[str]:
+    """The user's roles, in one query: members of a group have its role, and staff
+    are researchers too."""
     if not user.is_authenticated:
-        return False
-    return user.is_staff or user.groups.filter(name=RESEARCHER).exists()
+        return frozenset()
+    names = set(user.groups.filter(name__in=GROUPS).values_list("name", flat=True))
+    if user.is_staff:
+        names.add(RESEARCHER)
+    return frozenset(names)
+
+
+def is_researcher(user: AbstractBaseUser | AnonymousUser) -> bool:
+    return RESEARCHER in roles_of(user)
 
 
 def is_rater(user: AbstractBaseUser | AnonymousUser) -> bool:
-    return user.is_authenticated and user.groups.filter(name=RATER).exists()
+    return RATER in roles_of(user)
