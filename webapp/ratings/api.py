@@ -28,18 +28,22 @@ from webapp.ratings.forms import SkipForm, VerdictForm, first_error
 from webapp.ratings.shown import shown_task
 
 NOTHING_TO_RATE = "Nothing to rate now. Come back later."
-# The JSON type each field must have when present (the forms then check the values).
-JSON_TYPES: dict[str, tuple[type, ...]] = {
-    "token": (str,),
-    "choice": (int,),
-    "both_bad": (bool,),
-    "unsafe_left": (bool,),
-    "unsafe_right": (bool,),
-    "rationale": (str,),
-    "active_seconds": (int, float),
-    "reason": (str,),
+# The JSON type each field must have when present (the forms then check the values),
+# and how to say it.
+STRING = ((str,), "a string")
+INTEGER = ((int,), "an integer")
+BOOLEAN = ((bool,), "true or false")
+NUMBER = ((int, float), "a number")
+JSON_TYPES = {
+    "token": STRING,
+    "choice": INTEGER,
+    "both_bad": BOOLEAN,
+    "unsafe_left": BOOLEAN,
+    "unsafe_right": BOOLEAN,
+    "rationale": STRING,
+    "active_seconds": NUMBER,
+    "reason": STRING,
 }
-TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false"}
 
 
 class BadInput(Exception):
@@ -120,7 +124,7 @@ def json_body(request: HttpRequest) -> dict:
         raise BadInput("The body must be a JSON object.") from None
     if not isinstance(body, dict):
         raise BadInput("The body must be a JSON object.")
-    for field, types in JSON_TYPES.items():
+    for field, (types, described) in JSON_TYPES.items():
         value = body.get(field)
         if value is None:
             continue
@@ -128,7 +132,7 @@ def json_body(request: HttpRequest) -> dict:
         if not isinstance(value, types) or (
             isinstance(value, bool) and bool not in types
         ):
-            raise BadInput(f"{field} must be {TYPE_NAMES.get(types[0], 'a number')}.")
+            raise BadInput(f"{field} must be {described}.")
     return body
 
 
