@@ -1,7 +1,9 @@
 """The chat page's WebSocket: user actions in, the current branch and tokens out.
 
 Messages from the browser: `{"action": "send", "text"}`, `{"action": "edit",
-"message_id", "text"}`, `{"action": "regenerate" | "switch" | "stop", "message_id"}`.
+"message_id", "text"}`, `{"action": "regenerate" | "switch" | "stop", "message_id"}`,
+`{"action": "compare", "message_id", "model"}` (a second answer beside an answer,
+shown blind) and `{"action": "vote", "message_id", "choice"}` (on the second answer).
 
 Messages to the browser:
 - `{"type": "branch", "html", "streaming": {id: text}}`: the messages on the current
@@ -62,15 +64,13 @@ class State:
 
 
 def read_state(conversation: Conversation) -> State:
-    branch = services.current_branch(conversation)
+    context = services.branch_context(conversation)
     streaming = [
         item.message
-        for item in branch
+        for item in context["branch"]
         if item.message.status == Message.Status.STREAMING
     ]
-    html = render_to_string(
-        "chat/_branch.html", {"branch": branch, "conversation": conversation}
-    )
+    html = render_to_string("chat/_branch.html", context)
     return State(
         message={
             "type": "branch",
@@ -104,7 +104,11 @@ def act(conversation: Conversation, content: dict) -> Message | None:
         return services.edit_message(message, str(content.get("text", "")))
     if action == "regenerate":
         return services.regenerate(message)
-    if action == "switch":
+    if action == "compare":
+        return services.compare(message, str(content.get("model", "")))
+    if action == "vote":
+        services.vote(message, int(content.get("choice", 0)))
+    elif action == "switch":
         services.switch_to(message)
     elif action == "stop":
         services.request_stop(message)

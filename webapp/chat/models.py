@@ -83,6 +83,14 @@ class Message(models.Model):
     finish_reason = models.CharField(max_length=20, blank=True)
     # How many of the oldest turns did not fit the model's context for this answer.
     dropped_turns = models.PositiveIntegerField(default=0)
+    # Compare: this answer was asked for beside `compared_with` (a sibling), shown
+    # blind, `compared_with` on the left or not; `vote` is the user's 7-point choice
+    # as shown (1 = left much better), null until they vote.
+    compared_with = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    compared_left = models.BooleanField(null=True, blank=True)
+    vote = models.PositiveSmallIntegerField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -94,3 +102,14 @@ class Message(models.Model):
     @property
     def is_answer(self) -> bool:
         return self.role == self.Role.MODEL
+
+    @property
+    def awaits_vote(self) -> bool:
+        """A Compare answer shown blind beside its first answer until the vote."""
+        return self.compared_with_id is not None and self.vote is None
+
+    @property
+    def compared_pair(self) -> tuple[Message, Message]:
+        """The two answers of a comparison as shown: (left, right)."""
+        first = self.compared_with
+        return (first, self) if self.compared_left else (self, first)

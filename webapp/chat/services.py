@@ -82,11 +82,26 @@ def current_branch(conversation: Conversation) -> list[BranchItem]:
     children: dict[int | None, list[int]] = {}
     for message in messages.values():
         children.setdefault(message.parent_id, []).append(message.pk)
+    for message in messages.values():  # Compare's first answers, without a query
+        if message.compared_with_id:
+            message.compared_with = messages[message.compared_with_id]
     leaf = messages.get(conversation.current_leaf_id)
     return [
         BranchItem(message, sorted(children[message.parent_id]))
         for message in _path(messages, leaf)
     ]
+
+
+def branch_context(conversation: Conversation) -> dict:
+    """What `chat/_branch.html` renders: the branch, and the vote buttons of a
+    comparison on it."""
+    from webapp.ratings.queue import CHOICES
+
+    return {
+        "branch": current_branch(conversation),
+        "conversation": conversation,
+        "vote_choices": CHOICES.items(),
+    }
 
 
 def _check_text(text: str) -> str:
@@ -101,21 +116,25 @@ def _check_text(text: str) -> str:
     return text
 
 
-def _new_answer(conversation: Conversation, history: list[Message]) -> Message:
+def _new_answer(
+    conversation: Conversation, history: list[Message], **fields
+) -> Message:
     """Saves a streaming answer after `history` (its branch, oldest first) and shows
     it; after the commit it is submitted, its prompt built from `history` as it is in
-    hand: nothing is read again on the way to the generation worker."""
+    hand: nothing is read again on the way to the generation worker. `fields` set
+    more of the answer (another model, for Compare)."""
     answer = Message.objects.create(
         conversation=conversation,
         parent=history[-1],
         role=Message.Role.MODEL,
         status=Message.Status.STREAMING,
-        model_name=conversation.model_name,
+        model_name=fields.pop("model_name", conversation.model_name),
         temperature=conversation.temperature,
         top_p=conversation.top_p,
         max_new_tokens=conversation.max_new_tokens,
         seed=secrets.randbelow(2**31),
         request_id=uuid.uuid4().hex,
+        **fields,
     )
     _show(conversation, answer)
     transaction.on_commit(lambda: _start(answer, history))
@@ -205,3 +224,58 @@ def request_stop(answer: Message) -> None:
     """
     if answer.status == Message.Status.STREAMING and answer.request_id:
         cancel_request(answer.request_id)
+
+
+def compare(answer: Message, model_name: str) -> Message:
+    """Asks `model_name` (the same model gets another seed) for a second answer beside
+    `answer`; the two are shown blind, in random order, until the user votes."""
+    model_name = model_name.strip()
+    if not answer.is_answer or answer.status == Message.Status.STREAMING:
+        raise ValidationError("Compare a finished answer.")
+    if answer.awaits_vote:
+        raise ValidationError("Vote on this comparison first.")
+    if not model_name or len(model_name) > 200:
+        raise ValidationError("Choose a model to compare with.")
+    with transaction.atomic():
+        messages = _messages(answer.conversation)
+        history = _path(messages, messages[answer.parent_id])
+        return _new_answer(
+            answer.conversation,
+            history,
+            model_name=model_name,
+            compared_with=answer,
+            compared_left=secrets.randbelow(2) == 0,
+        )
+
+
+def vote(second: Message, choice: int) -> None:
+    """The user's 7-point vote (1 = left much better) on a comparison, into the
+    rating store; the branch goes on from the answer they preferred."""
+    from webapp.ratings.chat_votes import record_vote
+
+    if not second.awaits_vote:
+        raise ValidationError("There is no comparison to vote on here.")
+    if choice not in range(1, 8):
+        raise ValidationError("Choose one of the 7 points.")
+    first = second.compared_with
+    finished = (Message.Status.COMPLETE, Message.Status.STOPPED)
+    if first.status not in finished or second.status not in finished:
+        raise ValidationError("Wait for both answers to finish before voting.")
+    conversation = second.conversation
+    with transaction.atomic():
+        messages = _messages(conversation)
+        *before, question = _path(messages, messages[second.parent_id])
+        record_vote(
+            conversation.owner,
+            key=f"chat-message-{second.pk}",
+            history=[{"role": m.role, "content": m.content} for m in before],
+            question=question.content,
+            first=(first.model_name, first.content),
+            second=(second.model_name, second.content),
+            first_left=second.compared_left,
+            choice=choice,
+        )
+        Message.objects.filter(pk=second.pk).update(vote=choice)
+        shown = (first, second) if second.compared_left else (second, first)
+        if choice != 4:
+            _show(conversation, shown[0] if choice < 4 else shown[1])

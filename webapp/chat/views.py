@@ -7,6 +7,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from webapp.chat import services
 from webapp.chat.forms import NewConversationForm, SettingsForm
+from webapp.core.serving import available_models
 
 
 @require_GET
@@ -39,10 +40,10 @@ def conversation_detail(request, pk: int):
         request,
         "chat/conversation_detail.html",
         {
-            "conversation": conversation,
-            "branch": services.current_branch(conversation),
+            **services.branch_context(conversation),
             "settings_form": SettingsForm(instance=conversation),
             "max_chars": services.max_message_chars(),
+            "models": available_models(),
         },
     )
 

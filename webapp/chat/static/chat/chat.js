@@ -97,6 +97,17 @@
     }
   }
 
+  // Compare: which model answers beside this one (the page lists the served models).
+  function startCompare(button, messageId) {
+    const form = document.getElementById("compare-form").content.firstElementChild.cloneNode(true);
+    form.addEventListener("submit", (event) => {
+      event.preventDefault();
+      send({ action: "compare", message_id: messageId, model: form.elements.model.value });
+    });
+    button.replaceWith(form);
+    form.elements.model.focus();
+  }
+
   function startEdit(article) {
     const textEl = article.querySelector(".user-text");
     const form = document.createElement("form");
@@ -119,11 +130,13 @@
   messagesEl.addEventListener("click", (event) => {
     const button = event.target.closest("button");
     if (!button) return;
-    const { switch: switchTo, stop, regenerate, edit } = button.dataset;
+    const { switch: switchTo, stop, regenerate, edit, compareWith, vote } = button.dataset;
     if (switchTo) send({ action: "switch", message_id: Number(switchTo) });
     else if (stop) send({ action: "stop", message_id: Number(stop) });
     else if (regenerate) send({ action: "regenerate", message_id: Number(regenerate) });
     else if (edit) startEdit(button.closest("article"));
+    else if (compareWith) startCompare(button, Number(compareWith));
+    else if (vote) send({ action: "vote", message_id: Number(button.dataset.message), choice: Number(vote) });
   });
 
   composer.addEventListener("submit", (event) => {
