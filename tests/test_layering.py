@@ -18,11 +18,24 @@ def _modules_of(package: str) -> list[str]:
 
 
 def _imports_django(modules: list[str]) -> bool:
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}: importlib.import_module(name)\n"
-        "print('django' in sys.modules)\n"
+    return _loads_django(
+        f"import importlib\nfor name in {modules!r}: importlib.import_module(name)\n"
     )
+
+
+def _file_imports_django(path: str) -> bool:
+    """Whether one file imports Django, loaded alone: importing it through its
+    package would run the package's `__init__`, and `webapp`'s starts Celery."""
+    return _loads_django(
+        "import importlib.util\n"
+        f"spec = importlib.util.spec_from_file_location('alone', {path!r})\n"
+        "module = sys.modules['alone'] = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+    )
+
+
+def _loads_django(code: str) -> bool:
+    code = f"import sys\n{code}print('django' in sys.modules)\n"
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -45,3 +58,11 @@ def test_training_never_imports_django():
 
 def test_the_check_sees_a_django_import():
     assert _imports_django(["webapp.settings"])
+
+
+def test_the_dashboard_statistics_never_import_django():
+    assert not _file_imports_django("webapp/evals/stats.py")
+
+
+def test_the_file_check_sees_a_django_import():
+    assert _file_imports_django("webapp/settings.py")
