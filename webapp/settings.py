@@ -102,6 +102,17 @@ def env_database(name: str, default: str) -> dict:
             "transaction_mode": "IMMEDIATE",
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
+    elif config["ENGINE"] == "django.db.backends.postgresql":
+        # Under ASGI every request's sync code runs in a thread of its own, and a
+        # connection kept per thread outlives it: under load, PostgreSQL runs out of
+        # connections. A pool lends one per request and takes it back.
+        config["CONN_MAX_AGE"] = 0
+        config["CONN_HEALTH_CHECKS"] = False
+        config.setdefault("OPTIONS", {})["pool"] = {
+            "min_size": 2,
+            "max_size": env_int("DATABASE_POOL_SIZE", 20),
+            "timeout": 30,
+        }
     return config
 
 
