@@ -62,8 +62,10 @@ def token_logprobs(
     """log p(targets[b, t] | the prefix that gave hidden[b, t]), a chunk at a time.
 
     Equal to `log_softmax(soft_cap(hidden @ embedding.T))` picked at the targets, in
-    float32, but with at most `chunk` positions' logits alive in the forward pass and
-    in the backward pass.
+    float32, but with at most about `chunk` positions' logits alive in the forward
+    pass and in the backward pass. Only masked-in positions cost anything: each row's
+    are moved to its front, and chunks with none of them are skipped (an SFT batch's
+    prompts and padding, often half its positions, never meet the vocabulary).
 
     Args:
         hidden: final hidden states (`hidden_states`).
@@ -72,38 +74,53 @@ def token_logprobs(
             next input token).
         mask: where false (or 0) the result is 0 and no gradient flows; None keeps all.
         final_logit_soft_cap: the config's soft cap of the output logits.
-        chunk: positions per chunk.
+        chunk: positions per chunk (over all rows of the batch together).
 
     Returns:
         The log-probabilities, 0 where masked.
     """
     batch, length, dim = hidden.shape
-    rows = batch * length
-    padded = -(-rows // chunk) * chunk
-    flat_hidden = jnp.pad(hidden.reshape(rows, dim), ((0, padded - rows), (0, 0)))
-    flat_targets = jnp.pad(targets.reshape(rows), (0, padded - rows))
+    mask = jnp.ones((batch, length), bool) if mask is None else mask.astype(bool)
+    # Each row's masked-in positions first, in order; rows stay whole, so a batch
+    # sharded over devices by rows needs no exchange.
+    order = jnp.argsort(~mask, axis=1, stable=True)
+    per_chunk = max(1, chunk // batch)  # positions of each row in one chunk
+    padded = -(-length // per_chunk) * per_chunk
+
+    def arrange(
+        x: jax.Array,
+    ) -> jax.Array:  # [B, T, ...] -> [chunks, B, per_chunk, ...]
+        x = jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), 1)
+        x = jnp.pad(x, [(0, 0), (0, padded - length)] + [(0, 0)] * (x.ndim - 2))
+        x = x.reshape(batch, padded // per_chunk, per_chunk, *x.shape[2:])
+        return jnp.moveaxis(x, 1, 0)
 
     @jax.checkpoint
-    def chunk_logprobs(part: tuple[jax.Array, jax.Array]) -> jax.Array:
-        h, t = part  # [chunk, D], [chunk]
-        logits = jnp.einsum(
-            "CD,VD->CV",
-            h,
-            embedding.astype(h.dtype),
-            preferred_element_type=jnp.float32,
-        )
-        logits = soft_cap(logits, final_logit_soft_cap)
-        picked = jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0]
-        return picked - jax.nn.logsumexp(logits, axis=-1)
+    def chunk_logprobs(part: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
+        h, t, m = part  # [B, per_chunk, D], [B, per_chunk], [B, per_chunk]
+
+        def compute(h: jax.Array, t: jax.Array) -> jax.Array:
+            logits = jnp.einsum(
+                "BCD,VD->BCV",
+                h,
+                embedding.astype(h.dtype),
+                preferred_element_type=jnp.float32,
+            )
+            logits = soft_cap(logits, final_logit_soft_cap)
+            picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
+            return picked - jax.nn.logsumexp(logits, axis=-1)
+
+        def skip(h: jax.Array, t: jax.Array) -> jax.Array:
+            return jnp.zeros(t.shape, jnp.float32)
+
+        return jax.lax.cond(m.any(), compute, skip, h, t)
 
     logprobs = jax.lax.map(
-        chunk_logprobs,
-        (flat_hidden.reshape(-1, chunk, dim), flat_targets.reshape(-1, chunk)),
+        chunk_logprobs, (arrange(hidden), arrange(targets), arrange(mask))
     )
-    logprobs = logprobs.reshape(padded)[:rows].reshape(batch, length)
-    if mask is None:
-        return logprobs
-    return jnp.where(mask.astype(bool), logprobs, 0.0)
+    logprobs = jnp.moveaxis(logprobs, 0, 1).reshape(batch, padded)[:, :length]
+    logprobs = jnp.take_along_axis(logprobs, jnp.argsort(order, axis=1), axis=1)
+    return jnp.where(mask, logprobs, 0.0)
 
 
 def sequence_logprobs(

@@ -25,7 +25,7 @@ Example = TypeVar("Example")
 Turns = tuple[tuple[tuple[str, str], ...], ...]
 # Errors listed in one DataError before the rest are only counted.
 MAX_REPORTED = 50
-# Batches are padded to a power of two at least this long (few compilations).
+# The shortest padded length of a batch (see `bucket_length`).
 MIN_BUCKET = 16
 
 
@@ -194,8 +194,13 @@ def example_order(count: int, seed: int, start: int, size: int) -> np.ndarray:
 
 
 def bucket_length(longest: int, max_length: int) -> int:
-    """The padded length of a batch: a power of two >= longest, at most max_length."""
-    return min(max_length, max(MIN_BUCKET, 1 << max(0, longest - 1).bit_length()))
+    """The padded length of a batch, at most max_length: the least of 16, 24, 32, 48,
+    64, 96, ... (powers of two and one and a half times them) that holds the longest
+    row. Few lengths, so few compilations; at most a third of a batch is padding."""
+    length = MIN_BUCKET
+    while length < longest:
+        length = length * 3 // 2 if length & (length - 1) == 0 else length * 4 // 3
+    return min(length, max_length)
 
 
 def pad(sequences: Sequence[Sequence[int]], length: int, rows: int) -> np.ndarray:

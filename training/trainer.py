@@ -125,22 +125,7 @@ def make_train_step(
     def step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
         key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
 
-        def accumulate(carry, micro):
-            grads, sums = carry
-            micro_batch, index = micro
-            g, s = grad_fn(state.params, micro_batch, jax.random.fold_in(key, index))
-            return (_add(grads, g), _add(sums, s)), None
-
-        first = jax.tree.map(lambda leaf: leaf[0], batch)
-        sums_shape = jax.eval_shape(objective.loss, state.params, first, key)[1]
-        zeros = (
-            jax.tree.map(jnp.zeros_like, state.params),
-            jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), sums_shape),
-        )
-        micro_batches = jax.tree.leaves(batch)[0].shape[0]
-        (grads, sums), _ = jax.lax.scan(
-            accumulate, zeros, (batch, jnp.arange(micro_batches))
-        )
+        grads, sums = _accumulate(grad_fn, state.params, batch, key)
         weight = jnp.maximum(sums["weight"], 1.0)
         grads = jax.tree.map(lambda g: g / weight, grads)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
@@ -166,6 +151,29 @@ def make_eval_step(objective: Objective) -> Callable[[Params, Batch], Sums]:
         return objective.loss(params, batch, jax.random.key(0))[1]
 
     return eval_step
+
+
+def _accumulate(
+    grad_fn: Callable[..., tuple[Params, Sums]],
+    params: Params,
+    batch: Batch,
+    key: jax.Array,
+) -> tuple[Params, Sums]:
+    """Gradients and sums of a batch's micro-batches [M, ...], added up."""
+    micro_batches = jax.tree.leaves(batch)[0].shape[0]
+    first = jax.tree.map(lambda leaf: leaf[0], batch)
+    if micro_batches == 1:  # no accumulators to keep
+        return grad_fn(params, first, jax.random.fold_in(key, 0))
+
+    def add_one(total, micro):
+        micro_batch, index = micro
+        part = grad_fn(params, micro_batch, jax.random.fold_in(key, index))
+        return _add(total, part), None
+
+    shapes = jax.eval_shape(grad_fn, params, first, key)
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    total, _ = jax.lax.scan(add_one, zeros, (batch, jnp.arange(micro_batches)))
+    return total
 
 
 def _add(a: Any, b: Any) -> Any:

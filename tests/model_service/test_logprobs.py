@@ -32,8 +32,24 @@ def batch():
     positions = np.tile(np.arange(9, dtype=np.int32), (2, 1))
     positions[1, 6:] = -1  # a padded row
     targets = rng.integers(0, VOCAB, (2, 9)).astype(np.int32)
-    mask = positions >= 0
+    # Scattered targets: rows reordered, and the chunks after them skipped.
+    mask = np.zeros((2, 9), bool)
+    mask[0, [2, 3, 7]] = True
+    mask[1, :6] = True
     return tokens, positions, targets, mask
+
+
+def chunked_logprobs(config, params, tokens, positions, targets, mask):
+    """With chunks of 4 positions: two of each row's, five chunks, the last two with
+    nothing to compute."""
+    return token_logprobs(
+        hidden_states(config, params, tokens, positions),
+        params["embedder"]["input_embedding"],
+        targets,
+        mask,
+        final_logit_soft_cap=config.final_logit_soft_cap,
+        chunk=4,
+    )
 
 
 def full_logprobs(config, params, tokens, positions, targets, mask):
@@ -46,17 +62,7 @@ def full_logprobs(config, params, tokens, positions, targets, mask):
 @pytest.mark.parametrize("soft_cap", [None, 3.0])
 def test_chunked_logprobs_equal_a_full_log_softmax(params, batch, soft_cap) -> None:
     config = small_config(final_logit_soft_cap=soft_cap)
-    # chunk 4 over 18 positions: several chunks and a padded last one
-    chunked = jax.jit(
-        lambda p: token_logprobs(
-            hidden_states(config, p, batch[0], batch[1]),
-            p["embedder"]["input_embedding"],
-            batch[2],
-            batch[3],
-            final_logit_soft_cap=soft_cap,
-            chunk=4,
-        )
-    )(params)
+    chunked = jax.jit(chunked_logprobs, static_argnums=0)(config, params, *batch)
     full = jax.jit(full_logprobs, static_argnums=0)(config, params, *batch)
     np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(chunked)[~batch[3]] == 0.0)
@@ -64,7 +70,7 @@ def test_chunked_logprobs_equal_a_full_log_softmax(params, batch, soft_cap) -> N
 
 def test_chunked_logprobs_have_the_gradients_of_the_full_ones(params, batch) -> None:
     config = small_config()
-    chunked = jax.jit(jax.grad(lambda p: sequence_logprobs(config, p, *batch).sum()))
+    chunked = jax.jit(jax.grad(lambda p: chunked_logprobs(config, p, *batch).sum()))
     full = jax.jit(jax.grad(lambda p: full_logprobs(config, p, *batch).sum()))
     chunked, full = chunked(params), full(params)
     for got, want in zip(
