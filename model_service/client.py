@@ -224,6 +224,16 @@ class GenerationClient:
     ) -> GenerationResult:
         return self.wait(self.submit(model, prompt, params))
 
+    def reward(self, model: str, ids: Sequence[int]) -> tuple[float, float]:
+        """A reward model's (raw, normalized) reward of a prompt and answer in the
+        chat format, up to the answer's `<end_of_turn>`."""
+        for event in self.stream(self.submit(model, ids)):
+            if event["type"] == "error":
+                raise error_from_event(event)
+            if event["type"] == "done":
+                return event["reward"], event["normalized_reward"]
+        raise GenerationError("event stream ended without a result")
+
     def close(self) -> None:
         self.redis.close()
 

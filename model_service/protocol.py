@@ -27,6 +27,11 @@ speak it; nothing here does I/O of its own except through a Redis pipeline hande
   following every request (the chat's answer persister reads it in a consumer group).
 - `gemma:cancel:<request_id>`: set by `cancel`; the worker checks it at every step and
   ends the request with `finish_reason="cancelled"`, keeping the partial text.
+- `gemma:catalog`: a hash of the models registered on the site, name -> JSON
+  `{"path", "kind": "policy" | "reward_model"}`; workers started with `--catalog` load
+  each as it appears. A reward model's requests are scored, not generated: their prompt
+  ids are a prompt and an answer, and their `done` event carries `reward` and
+  `normalized_reward` (its text and tokens empty).
 
 A reader that waits on a request whose worker died (heartbeat gone), or that sits in a
 queue no live worker serves, gets an `error` event instead of waiting forever
@@ -42,6 +47,9 @@ from typing import Any
 import redis
 
 WORKER_PREFIX = "gemma:worker:"
+CATALOG_KEY = "gemma:catalog"
+POLICY = "policy"
+REWARD_MODEL = "reward_model"
 WORKERS_KEY = "gemma:workers"
 FINISHED_KEY = "gemma:finished"
 HEARTBEAT_TTL_S = 5
@@ -144,6 +152,13 @@ def parse_workers(
         for worker_id, value in zip(ids, values, strict=True)
         if value is not None
     }
+
+
+def catalog_entry(path: str, kind: str) -> str:
+    """A catalog value: where the model's checkpoint is, and what it does."""
+    if kind not in (POLICY, REWARD_MODEL):
+        raise ValueError(f"a catalog model is a {POLICY} or a {REWARD_MODEL}")
+    return json.dumps({"path": path, "kind": kind})
 
 
 def serving(workers: dict[str, dict[str, Any]], model: str) -> list[dict[str, Any]]:

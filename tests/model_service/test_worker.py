@@ -76,7 +76,11 @@ def inject(client: GenerationClient, payload: dict) -> str:
 def test_it_announces_itself_with_its_models_and_load(client, generation_worker):
     beat = client.alive_workers()[generation_worker]
 
-    assert beat["models"][MODEL] == {"context_length": 256, "vocab_size": 262_144}
+    assert beat["models"][MODEL] == {
+        "kind": "policy",
+        "context_length": 256,
+        "vocab_size": 262_144,
+    }
     assert {"load", "pid", "started", "max_queue"} <= set(beat)
 
 
@@ -247,3 +251,58 @@ def test_a_heartbeat_forgets_workers_gone_for_a_minute(client) -> None:
             for worker_id in ids:
                 proto.leave(pipe, worker_id)
             pipe.execute()
+
+
+def test_it_serves_the_catalog_policies_and_reward_models_as_they_appear(
+    own_redis_url, tmp_path
+):
+    from model_service.checkpoints import flax_params, reward_head
+    from model_service.registry import load_model
+    from model_service.reward import RewardModel
+
+    tiny = load_model("tiny-random")
+    flax_params.save(tmp_path / "policy", tiny.params, tiny.config)
+    head = reward_head.RewardHead(
+        weight=[0.1] * tiny.config.embed_dim, reward_mean=1.0, reward_std=2.0
+    )
+    reward_head.save(tmp_path / "rm", tiny.params, tiny.config, head)
+    client = GenerationClient(own_redis_url)
+    worker_id, process = start_worker(own_redis_url, "--catalog")
+    try:
+        client.redis.hset(
+            proto.CATALOG_KEY,
+            mapping={
+                "my-policy": proto.catalog_entry(
+                    str(tmp_path / "policy"), proto.POLICY
+                ),
+                "my-rm": proto.catalog_entry(str(tmp_path / "rm"), proto.REWARD_MODEL),
+                "broken": proto.catalog_entry(str(tmp_path / "nope"), proto.POLICY),
+            },
+        )
+        wait_until(
+            lambda: (
+                {"my-policy", "my-rm"}
+                <= set(client.alive_workers()[worker_id]["models"])
+            ),
+            process,
+            "catalog models",
+        )
+        models = client.alive_workers()[worker_id]["models"]
+        assert models["my-rm"]["kind"] == proto.REWARD_MODEL
+        assert models["my-policy"]["kind"] == proto.POLICY
+        assert "broken" not in models
+
+        assert client.generate("my-policy", [2, 105], SamplingParams(max_new_tokens=3))
+        reward_model = RewardModel.load(tmp_path / "rm")
+        ids = reward_model.answer_ids([{"role": "user", "content": "Hi"}], "Hello!")
+        raw, normalized = client.reward("my-rm", ids)
+        expected = float(reward_model.rewards([ids])[0])
+        assert raw == pytest.approx(expected, rel=1e-4, abs=1e-4)
+        assert normalized == pytest.approx((expected - 1.0) / 2.0, rel=1e-4, abs=1e-4)
+        with pytest.raises(GenerationError) as bad:
+            client.reward("my-rm", [2, 10**9])
+        assert bad.value.code == proto.INVALID_REQUEST
+    finally:
+        client.redis.delete(proto.CATALOG_KEY)
+        stop(process)
+        client.close()

@@ -51,13 +51,20 @@ def async_client() -> AsyncGenerationClient:
     return _async_clients[loop]
 
 
-def served_models(workers: Workers) -> list[str]:
-    """The models named in the workers' heartbeats."""
-    return sorted({model for info in workers.values() for model in info["models"]})
+def served_models(workers: Workers, kind: str = protocol.POLICY) -> list[str]:
+    """The models of a kind (chat models by default) in the workers' heartbeats."""
+    return sorted(
+        {
+            name
+            for info in workers.values()
+            for name, model in info["models"].items()
+            if model.get("kind", protocol.POLICY) == kind
+        }
+    )
 
 
-def available_models() -> list[str]:
-    return served_models(client().alive_workers())
+def available_models(kind: str = protocol.POLICY) -> list[str]:
+    return served_models(client().alive_workers(), kind)
 
 
 # --- tokenizers -----------------------------------------------------------------------
