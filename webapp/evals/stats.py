@@ -62,7 +62,13 @@ def outcomes_from_scores(scores: ArrayLike) -> np.ndarray:
 
 def _index(values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values, sorted, and each entry's position among them."""
-    distinct, inverse = np.unique(np.asarray(values), return_inverse=True)
+    values = np.asarray(values)
+    if values.dtype.kind in "OSU":
+        # Sorting two million model names took 0.8-5 s; the distinct names are few,
+        # a dict finds them in one pass, and a binary search places each entry.
+        distinct = np.array(sorted(dict.fromkeys(values.tolist())), dtype=values.dtype)
+        return distinct, np.searchsorted(distinct, values)
+    distinct, inverse = np.unique(values, return_inverse=True)
     return distinct, inverse.reshape(-1)
 
 
