@@ -9,7 +9,6 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 
-from webapp.ratings import services
 from webapp.ratings.forms import PromptUploadForm
 from webapp.ratings.models import (
     Answer,
@@ -50,15 +49,7 @@ class PromptSetAdmin(admin.ModelAdmin):
             raise PermissionDenied
         form = PromptUploadForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
-            upload = form.cleaned_data["file"]
-            imported = form.run_import(
-                lambda: services.import_prompts(
-                    form.cleaned_data["set_name"],
-                    upload.file,
-                    upload.name,
-                    user=request.user,
-                )
-            )
+            imported = form.import_prompts(request.user)
             if imported is not None:
                 prompt_set, count = imported
                 messages.success(

@@ -12,8 +12,8 @@ from django.core.exceptions import ValidationError
 
 from webapp.accounts.roles import RATER
 from webapp.core.serving import available_models
-from webapp.ratings import queue
-from webapp.ratings.models import Campaign, Prompt
+from webapp.ratings import queue, services
+from webapp.ratings.models import Campaign, Prompt, PromptSet
 from webapp.ratings.prompt_files import BadFile
 
 T = TypeVar("T")
@@ -86,6 +86,9 @@ def categories_by_set() -> list[tuple[str, list[tuple[str, str]]]]:
     return list(groups.items())
 
 
+ADAPTIVE_SETTINGS = ("k_min", "k_max", "target_ci_width")
+
+
 class CampaignForm(forms.ModelForm):
     categories = forms.MultipleChoiceField(
         required=False, help_text="None chosen: every category of the set."
@@ -109,6 +112,10 @@ class CampaignForm(forms.ModelForm):
             "model",
             "baseline",
             "ratings_per_item",
+            "adaptive",
+            "k_min",
+            "k_max",
+            "target_ci_width",
             "temperature",
             "top_p",
             "max_new_tokens",
@@ -121,6 +128,11 @@ class CampaignForm(forms.ModelForm):
             "raters",
         ]
         labels = {"ratings_per_item": "K (ratings per item)"}
+        help_texts = {
+            "adaptive": "Start each item at K min ratings and add one, up to K max, "
+            "while its raters disagree or its category's interval is wider than "
+            "the target (K above is then K min).",
+        }
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -128,6 +140,8 @@ class CampaignForm(forms.ModelForm):
         self.fields["model"].choices = served
         self.fields["baseline"].choices = served
         self.fields["categories"].choices = categories_by_set()
+        for name in ADAPTIVE_SETTINGS:  # only needed with adaptive overlap
+            self.fields[name].required = False
         self.fields["raters"].queryset = (
             get_user_model()
             .objects.filter(groups__name=RATER, is_active=True)
@@ -144,7 +158,22 @@ class CampaignForm(forms.ModelForm):
                     "categories",
                     f"Not categories of {prompt_set}: {', '.join(unknown)}.",
                 )
+        self._clean_adaptive(data)
         return data
+
+    def _clean_adaptive(self, data: dict) -> None:
+        """Unset adaptive settings take their defaults; an adaptive campaign's
+        items start needing K min ratings."""
+        for name in ADAPTIVE_SETTINGS:
+            if name not in self.errors and data.get(name) is None:
+                data[name] = Campaign._meta.get_field(name).default
+        k_min, k_max = data.get("k_min"), data.get("k_max")
+        if not data.get("adaptive") or k_min is None or k_max is None:
+            return
+        if k_min > k_max:
+            self.add_error("k_max", "K max must be at least K min.")
+        else:
+            data["ratings_per_item"] = k_min
 
     def campaign_fields(self) -> dict:
         """The campaign's fields for `services.create_campaign` (raters apart)."""
@@ -204,6 +233,15 @@ class PromptUploadForm(UploadForm):
         "reference, tags."
     )
     field_order = ["set_name", "file"]
+
+    def import_prompts(self, user) -> tuple[PromptSet, int] | None:
+        """Imports the valid form's file (see `services.import_prompts`)."""
+        upload = self.cleaned_data["file"]
+        return self.run_import(
+            lambda: services.import_prompts(
+                self.cleaned_data["set_name"], upload.file, upload.name, user=user
+            )
+        )
 
 
 class AnswersUploadForm(UploadForm):

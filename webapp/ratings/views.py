@@ -298,15 +298,7 @@ def campaign_export(request: HttpRequest, pk: int) -> HttpResponse:
 def prompt_set_list(request: HttpRequest) -> HttpResponse:
     form = PromptUploadForm(request.POST or None, request.FILES or None)
     if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        imported = form.run_import(
-            lambda: services.import_prompts(
-                form.cleaned_data["set_name"],
-                upload.file,
-                upload.name,
-                user=request.user,
-            )
-        )
+        imported = form.import_prompts(request.user)
         if imported is not None:
             prompt_set, count = imported
             messages.success(request, f"Imported {count} prompts into {prompt_set}.")
