@@ -47,15 +47,6 @@ class VerdictForm(forms.Form):
     rationale = forms.CharField(required=False, max_length=5000)
     active_seconds = forms.FloatField(required=False, min_value=0, max_value=86_399)
 
-    def clean_rationale(self) -> str:
-        # JSON may escape a lone surrogate ("\ud800"), which no database can store.
-        text = self.cleaned_data["rationale"]
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError:
-            raise ValidationError("Lone surrogate escapes are not text.") from None
-        return text
-
     def verdict(self) -> queue.Verdict:
         return queue.Verdict(**self.cleaned_data)
 
