@@ -15,6 +15,7 @@ from typing import Any
 
 from training import loop, reward_model, sft
 from training.config import (
+    ConfigError,
     RewardModelConfig,
     SFTConfig,
     TrainConfig,
@@ -44,6 +45,8 @@ def configure(
     Raises:
         ConfigError: an unknown job, or a bad config.
     """
+    if kind not in JOBS:
+        raise ConfigError(f"unknown job {kind!r}; jobs are {', '.join(JOBS)}")
     return load_config(JOBS[kind].config, source)
 
 

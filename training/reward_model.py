@@ -33,6 +33,7 @@ from model_service.tokenizer import Tokenizer
 from training import loop
 from training.config import RewardModelConfig
 from training.data import (
+    DataError,
     Turns,
     answer_turns,
     as_turns,
@@ -251,6 +252,11 @@ def prepare(config: RewardModelConfig) -> loop.Job:
     if config.ties == "drop":
         train = [pair for pair in train if pair.label != TIE]
         held_out = [pair for pair in held_out if pair.label != TIE]
+        if not train or not held_out:
+            raise DataError(
+                "no training or no held-out pairs are left once ties are dropped "
+                '(set "ties": "soft" to train on them)'
+            )
     model = load_model(config.model)
     head = init_head(jax.random.key(config.seed), model.config.embed_dim)
 

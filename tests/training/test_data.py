@@ -9,6 +9,8 @@ import pytest
 
 from model_service.registry import load_tokenizer
 from tests.training.simulated import colour_pairs, write_jsonl
+from training import reward_model
+from training.config import RewardModelConfig
 from training.data import DataError, example_order, read_jsonl, split_by_prompt
 from training.reward_model import parse_pair
 from training.sft import encode
@@ -154,3 +156,25 @@ def test_a_file_without_examples_is_refused(tmp_path: Path) -> None:
     path = write_jsonl(tmp_path / "empty.jsonl", [])
     with pytest.raises(DataError, match="no examples"):
         read_jsonl(path, dict)
+
+
+@pytest.mark.parametrize(
+    "ties, labels", [("drop", [1.0] * 3), ("soft", [0.5, 1.0] * 3)]
+)
+def test_ties_are_dropped_or_trained_on_as_half_labels(
+    small_model: Path, tmp_path: Path, ties: str, labels: list[float]
+) -> None:
+    pairs = colour_pairs(6)
+    for pair in pairs[::2]:
+        pair["label"] = 0.5
+    config = RewardModelConfig(
+        model=str(small_model),
+        train_data=str(write_jsonl(tmp_path / "train.jsonl", pairs)),
+        eval_data=str(write_jsonl(tmp_path / "eval.jsonl", colour_pairs(2))),
+        output_dir=str(tmp_path / "run"),
+        steps=1,
+        batch_size=2,
+        learning_rate=1e-3,
+        ties=ties,
+    )
+    assert [pair.label for pair in reward_model.prepare(config).train] == labels
