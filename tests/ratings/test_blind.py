@@ -62,7 +62,7 @@ def test_nothing_a_rater_sees_tells_the_models_apart(rater):
         start_ids_at(model, first)
     campaign = make_campaign(
         CAMPAIGN,
-        prompts=10,
+        prompts=16,
         ratings_per_item=1,
         gold_rate=0.5,
         repeat_rate=0.5,
@@ -86,7 +86,7 @@ def test_nothing_a_rater_sees_tells_the_models_apart(rater):
             api.post(url, json.dumps(body), content_type="application/json")
         )
 
-    for turn in range(40):
+    for turn in range(60):
         if turn % 2:  # through the API
             task = api_post("/api/rate/next", {})
             if task.json()["task"] is None:
@@ -111,4 +111,4 @@ def test_nothing_a_rater_sees_tells_the_models_apart(rater):
 
     ratings = Rating.objects.filter(rater__user=rater)
     assert ratings.filter(gold=True).exists() and ratings.filter(repeat=True).exists()
-    assert watcher.responses > 60
+    assert watcher.responses >= 48  # every item seen: at least 16 tasks, 3 calls each

@@ -178,8 +178,8 @@ def test_the_campaign_page_shows_progress_items_waiting_and_raters(
         prompts=4, ratings_per_item=2, categories=("chat", "code"), gold_rate=0.5
     )
     rate_all(campaign, "alice")  # every item gets one rating of the two it needs
-    alice = queue.rater_for(make_user("bob", RATER))
-    queue.skip(alice, queue.next_task(alice).token, "broken")
+    bob = queue.rater_for(make_user("bob", RATER))
+    queue.skip(bob, queue.next_task(bob).token, "broken")
 
     response = researcher_client.get(reverse("ratings:campaign", args=[campaign.pk]))
 
