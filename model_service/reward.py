@@ -61,13 +61,7 @@ class RewardModel:
         return cls(str(path), model.config, model.params, model.tokenizer, head)
 
     def answer_ids(self, turns: Sequence[Mapping[str, str]], answer: str) -> list[int]:
-        """The prompt turns and an answer in the chat format, up to and with the
-        answer's `<end_of_turn>`, where the reward is read."""
-        ids, mask = format_training_example(
-            self.tokenizer, [*turns, {"role": "model", "content": answer}]
-        )
-        last = max(i for i, written in enumerate(mask) if written)
-        return ids[: last + 1]
+        return answer_ids(self.tokenizer, turns, answer)
 
     def rewards(self, sequences: Sequence[Sequence[int]]) -> np.ndarray:
         """Raw rewards [N] of whole sequences (each read at its last token).
@@ -93,6 +87,18 @@ class RewardModel:
     def normalized(self, rewards: np.ndarray) -> np.ndarray:
         """Rewards in units of the held-out rewards' spread, centred on their mean."""
         return self.head.normalize(rewards)
+
+
+def answer_ids(
+    tokenizer: Tokenizer, turns: Sequence[Mapping[str, str]], answer: str
+) -> list[int]:
+    """The prompt turns and an answer in the chat format, up to and with the answer's
+    `<end_of_turn>`, where a reward model reads its reward."""
+    ids, mask = format_training_example(
+        tokenizer, [*turns, {"role": "model", "content": answer}]
+    )
+    last = max(i for i, written in enumerate(mask) if written)
+    return ids[: last + 1]
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

@@ -112,15 +112,21 @@ def wait_until(ready: Callable[[], bool], process, what: str) -> None:
 
 @pytest.fixture(scope="session")
 def live_celery_worker(django_db_setup: None) -> Iterator[str]:
-    """A real Celery worker process on all queues, against the test database.
-
-    Yields its node name (the name that answers `control.ping`).
+    """A real Celery worker process on the default and generation queues, against
+    the test database. Yields its node name (the name that answers `control.ping`).
     """
     name = f"test-{uuid.uuid4().hex[:8]}@localhost"
+    process = start_celery(name, "default,generation", "-P", "threads", "-c", "4")
+    yield name
+    stop(process)
+
+
+def start_celery(name: str, queues: str, *options: str):
+    """A Celery worker process named `name` on `queues`, once it answers a ping."""
     command = [
-        sys.executable, "-m", "celery", "-A", "webapp", "worker",
-        "-Q", "default,generation,training", "-P", "threads", "-c", "4",
-        "-n", name, "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+        sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queues,
+        *options, "-n", name, "--without-gossip", "--without-mingle",
+        "--loglevel", "INFO",
     ]  # fmt: skip
     process = spawn(command, env=worker_env())
 
@@ -128,8 +134,12 @@ def live_celery_worker(django_db_setup: None) -> Iterator[str]:
         return bool(celery_app.control.ping(destination=[name], timeout=0.5))
 
     wait_until(answers, process, "Celery worker")
-    yield name
-    stop(process)
+    return process
+
+
+def start_training_worker(name: str):
+    """A training worker as production runs one: prefork, one task at a time."""
+    return start_celery(name, "training", "-P", "prefork", "-c", "1")
 
 
 @pytest.fixture(scope="session")

@@ -7,15 +7,15 @@ answer persister (`webapp.chat.persister`) beside its tasks.
 
 import os
 
-from celery import Celery, bootsteps
+from celery import Celery, bootsteps, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
 
 app = Celery("webapp")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-# The tasks.py of every Django app. (training/tasks.py, not a Django app, is to be
-# added here as `app.autodiscover_tasks(["training"])` once that package exists.)
+# The tasks.py of every Django app, and training/tasks.py, the training package's edge.
 app.autodiscover_tasks()
+app.autodiscover_tasks(["training"])
 
 
 class AnswerPersisterStep(bootsteps.StartStopStep):
@@ -44,3 +44,12 @@ class AnswerPersisterStep(bootsteps.StartStopStep):
 
 
 app.steps["worker"].add(AnswerPersisterStep)
+
+
+@signals.worker_ready.connect
+def resume_training_runs(sender, **kwargs) -> None:
+    """A training worker that starts (again) re-queues the runs it was running."""
+    if "training" in sender.app.amqp.queues.consume_from:
+        from webapp.runs.execution import requeue_orphans
+
+        requeue_orphans(sender.hostname)

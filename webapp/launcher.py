@@ -1,9 +1,10 @@
 """`make run`: the whole system on one machine, stopped whole by Ctrl-C.
 
 Starts a Redis server (unless REDIS_URL is set), migrates, creates the demo users,
-then runs the ASGI server, one generation worker and one Celery worker, each in its own
-process group. SIGINT or SIGTERM stops them all (and anything they started); so does
-any one of them dying. A launcher killed outright (SIGKILL, a crash) takes them along:
+publishes the model catalog to Redis, then runs the ASGI server, one generation
+worker, one Celery worker and one training worker, each in its own process group.
+SIGINT or SIGTERM stops them all (and anything they started); so does any one of
+them dying. A launcher killed outright (SIGKILL, a crash) takes them along:
 each gets SIGTERM from the kernel when its parent dies (Linux's PR_SET_PDEATHSIG). And
 a Redis server left on the embedded socket by such a run is shut down and replaced, so
 that the next `make run` after any crash just starts; a launcher still running (its pid
@@ -199,24 +200,34 @@ class Launcher:
             self.env["REDIS_URL"] = socket_url(EMBEDDED_REDIS_SOCKET)
         self.manage("migrate", "--noinput")
         self.manage("create_demo_users")
+        self.manage("publish_catalog")  # the embedded Redis starts empty
         python = sys.executable
         self.run_process(
             "web",
             [python, "-m", "daphne", "-b", "127.0.0.1", "-p", str(self.port),
              "webapp.asgi:application"],
         )  # fmt: skip
+        # It also serves the models registered in the catalog, as they are registered.
         self.run_process(
             "generation worker",
-            [python, "-m", "model_service.worker",
+            [python, "-m", "model_service.worker", "--catalog",
              "--redis-url", self.env["REDIS_URL"], "--model", self.model],
         )  # fmt: skip
-        # Threads, so that many chat relays (mostly waiting on Redis) run at once.
-        # The training queue belongs to accelerator hosts; the embedded run has only us.
+        # Threads: campaign answer jobs mostly wait on the generation worker, and the
+        # chat's answer persister runs beside them.
         self.run_process(
             "celery worker",
             [python, "-m", "celery", "-A", "webapp", "worker",
-             "-Q", "default,generation,training", "-P", "threads", "-c", "8",
+             "-Q", "default,generation", "-P", "threads", "-c", "8",
              "-n", "embedded@%h", "--loglevel", "INFO"],
+        )  # fmt: skip
+        # Training runs one at a time in a process of its own (accelerator hosts in
+        # production); restarted, it resumes the run it was killed in.
+        self.run_process(
+            "training worker",
+            [python, "-m", "celery", "-A", "webapp", "worker",
+             "-Q", "training", "-P", "prefork", "-c", "1",
+             "-n", "training@%h", "--loglevel", "INFO"],
         )  # fmt: skip
 
     def manage(self, *args: str) -> None:

@@ -164,6 +164,8 @@ INSTALLED_APPS = [
     "webapp.chat",
     "webapp.api",
     "webapp.ratings",
+    "webapp.evals",
+    "webapp.runs",
 ]
 
 MIDDLEWARE = [
@@ -246,6 +248,11 @@ CELERY_RESULT_EXPIRES = 24 * 3600
 
 # How long /healthz waits for each part to answer (seconds).
 HEALTHZ_TIMEOUT = 1.0
+
+# --- Training runs ----------------------------------------------------------------
+
+# Each run's data, checkpoints and trained model go in a directory of its own here.
+RUNS_DIR = Path(env_str("RUNS_DIR", str(VAR_DIR / "runs")))
 
 # --- Chat ---------------------------------------------------------------------------
 

@@ -4,16 +4,14 @@ again makes each missing answer once, never twice."""
 
 import os
 import signal
-import sys
 import time
 import uuid
 
 import pytest
 
-from tests.conftest import start_copy_worker, wait_until, worker_env
+from tests.conftest import start_celery, start_copy_worker
 from tests.ratings.factories import make_prompt_set
-from webapp.celery import app as celery_app
-from webapp.launcher import spawn, stop
+from webapp.launcher import stop
 from webapp.ratings import answer_jobs, services
 from webapp.ratings.models import Answer, Campaign, Item
 from webapp.ratings.tasks import generate_answers
@@ -79,20 +77,9 @@ def test_a_new_campaign_gets_both_models_answers_and_opens(
     assert answer_jobs.progress(campaign) == {"done": 8, "failed": 0, "total": 8}
 
 
-def start_celery(queue: str):
+def start_answers_worker(queue: str):
     name = f"answers-{uuid.uuid4().hex[:6]}@localhost"
-    command = [
-        sys.executable, "-m", "celery", "-A", "webapp", "worker", "-Q", queue,
-        "-P", "threads", "-c", "2", "-n", name, "--without-gossip",
-        "--without-mingle", "--loglevel", "INFO",
-    ]  # fmt: skip
-    process = spawn(command, env=worker_env())
-    wait_until(
-        lambda: bool(celery_app.control.ping(destination=[name], timeout=0.5)),
-        process,
-        "Celery worker",
-    )
-    return process
+    return start_celery(name, queue, "-P", "threads", "-c", "2")
 
 
 def test_a_job_killed_halfway_and_run_again_makes_each_answer_once(
@@ -103,7 +90,7 @@ def test_a_job_killed_halfway_and_run_again_makes_each_answer_once(
     campaign = Campaign.objects.create(**fields)
     queue = f"kill-{uuid.uuid4().hex[:6]}"  # only this test's workers take it
 
-    first = start_celery(queue)
+    first = start_answers_worker(queue)
     generate_answers.apply_async((campaign.pk,), queue=queue)
     done = Answer.objects.filter(campaign=campaign, status="done")
     wait_for(lambda: done.count() >= 6, "some answers")
@@ -112,7 +99,7 @@ def test_a_job_killed_halfway_and_run_again_makes_each_answer_once(
     made_before = {a.pk: (a.request_id, a.text) for a in done}
     assert len(made_before) < 40
 
-    second = start_celery(queue)
+    second = start_answers_worker(queue)
     try:
         generate_answers.apply_async((campaign.pk,), queue=queue)
         wait_for(

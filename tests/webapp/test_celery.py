@@ -38,5 +38,6 @@ def test_tasks_are_routed_to_their_queues():
     def queue_of(task_name: str) -> str:
         return router.route({}, task_name)["queue"].name
 
-    assert queue_of("training.tasks.train_reward_model") == "training"
+    assert queue_of("training.tasks.run_training") == "training"
+    assert queue_of("webapp.ratings.tasks.generate_answers") == "generation"
     assert queue_of("webapp.core.tasks.clear_expired_sessions") == "default"
