@@ -1,5 +1,7 @@
 """The rater page in a real Chromium, driven by the keyboard alone."""
 
+import datetime
+
 import pytest
 from django.contrib.auth.models import Group
 from playwright.sync_api import Page, expect
@@ -19,6 +21,7 @@ pytestmark = [
 ANSWER = "Here is **one** way:\n\n1. a step\n2. another `step`\n\n"
 XSS = '<script>window.pwned = 1</script> <img src=x onerror="window.pwned = 2">'
 READ_MS = 2300  # longer than the 2 s that reading both answers takes
+START = datetime.datetime(2030, 1, 1, 8, 0)
 # The tab hidden or shown again, as the Page Visibility API tells the page.
 SET_HIDDEN = """(hidden) => {
   Object.defineProperty(document, "visibilityState", {
@@ -41,9 +44,11 @@ def rater_page(user, logged_in_page: Page) -> Page:
     for number, answer in enumerate(Answer.objects.filter(campaign=campaign)):
         extra = XSS if number == 0 else f"Answer {number}."
         Answer.objects.filter(pk=answer.pk).update(text=ANSWER + extra)
-    # Time flows as usual, and jumps when the test says (reading, idling).
-    logged_in_page.clock.install()
+    # The page's time stands still but when the test moves it (reading, idling), so
+    # that active seconds are exact.
+    logged_in_page.clock.install(time=START)
     logged_in_page.goto("/rate/")
+    logged_in_page.clock.pause_at(START + datetime.timedelta(hours=1))
     return logged_in_page
 
 
@@ -111,7 +116,9 @@ def test_a_rater_rates_five_tasks_with_the_keyboard_only(rater_page: Page, scree
 
     # 5: too fast: asked to confirm; Escape goes back, Enter confirms.
     fifth = shown_task(page)
-    press(page, "7", "Enter")
+    press(page, "7")
+    page.clock.fast_forward(500)
+    press(page, "Enter")
     expect(page.locator("#too-fast")).to_be_visible()
     screenshot("too-fast")
     press(page, "Escape")
@@ -127,7 +134,6 @@ def test_a_rater_rates_five_tasks_with_the_keyboard_only(rater_page: Page, scree
         rating = Rating.objects.get(assignment=task)
         assert rating.score == score_for_a(choice, task.left)
         assert rating.left == task.left
-        assert rating.active_seconds > 0
         return rating
 
     def unsafe(rating: Rating, left: bool, right: bool) -> bool:
@@ -136,16 +142,16 @@ def test_a_rater_rates_five_tasks_with_the_keyboard_only(rater_page: Page, scree
 
     one = stored(first, 2)
     assert one.both_bad and unsafe(one, False, False) and one.rationale == ""
-    assert one.active_seconds >= READ_MS / 1000
+    assert one.active_seconds == READ_MS / 1000
     two = stored(second, 6)
     assert not two.both_bad and unsafe(two, True, False)
-    assert READ_MS / 1000 <= two.active_seconds < 30
+    assert two.active_seconds == READ_MS / 1000  # not the 30 s in another tab
     three = stored(third, 5)
     assert three.rationale == "Left has 2 bugs; see step b." and not three.both_bad
-    assert READ_MS / 1000 <= three.active_seconds < 60
+    assert three.active_seconds == READ_MS / 1000  # not the 65 s idle
     fourth.refresh_from_db()
     assert (fourth.status, fourth.skip_reason) == ("skipped", "broken")
     assert not Rating.objects.filter(assignment=fourth).exists()
     five = stored(fifth, 7)
-    assert five.active_seconds < 2
+    assert five.active_seconds == 0.5
     assert Rating.objects.count() == 4
