@@ -110,7 +110,9 @@ def release(pk: int, item_id: int, repeat_of: int | None, status: str) -> bool:
 # --- who gets what --------------------------------------------------------------------
 
 
-def open_campaigns(rater: Rater, now: datetime.datetime) -> list[Campaign]:
+def open_campaigns(
+    rater: Rater, now: datetime.datetime, only: Campaign | None = None
+) -> list[Campaign]:
     """The rater's open campaigns, under their daily cap today, oldest first."""
     day_start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     rated_today = dict(
@@ -125,11 +127,18 @@ def open_campaigns(rater: Rater, now: datetime.datetime) -> list[Campaign]:
         .distinct()
         .order_by("created_at", "id")
     )
+    if only is not None:
+        campaigns = campaigns.filter(pk=only.pk)
     return [c for c in campaigns if rated_today.get(c.pk, 0) < c.daily_cap]
 
 
-def next_task(rater: Rater, rng: random.Random | None = None) -> Assignment | None:
-    """The rater's current task, or a new one; None when nothing is left for them."""
+def next_task(
+    rater: Rater,
+    rng: random.Random | None = None,
+    campaign: Campaign | None = None,
+) -> Assignment | None:
+    """The rater's current task, or a new one (of `campaign` only, if given); None
+    when nothing is left for them."""
     rng = rng or random.Random(secrets.randbits(64))
     now = timezone.now()
     expire_leases(now)
@@ -142,16 +151,16 @@ def next_task(rater: Rater, rng: random.Random | None = None) -> Assignment | No
     )
     if current is not None:
         return current
-    for campaign in open_campaigns(rater, now):
+    for candidate in open_campaigns(rater, now, campaign):
         roll = rng.random()
-        if roll < campaign.gold_rate:
+        if roll < candidate.gold_rate:
             kinds = (take_gold, take_item)
-        elif roll < campaign.gold_rate + campaign.repeat_rate:
+        elif roll < candidate.gold_rate + candidate.repeat_rate:
             kinds = (take_repeat, take_item)
         else:
             kinds = (take_item,)
         for take in kinds:
-            if (assignment := take(rater, campaign, now, rng)) is not None:
+            if (assignment := take(rater, candidate, now, rng)) is not None:
                 return assignment
     return None
 
