@@ -70,7 +70,7 @@ def resume_answers(campaign: Campaign) -> None:
 
     if campaign.source != Campaign.Source.GENERATED:
         raise ValidationError("Only a campaign whose answers are made here resumes.")
-    generate_answers.delay(campaign.pk)
+    transaction.on_commit(lambda: generate_answers.delay(campaign.pk))
 
 
 def set_status(campaign: Campaign, status: str) -> None:
