@@ -113,6 +113,22 @@ class Campaign(models.Model):
     lease_seconds = models.PositiveIntegerField(
         default=600, validators=[MinValueValidator(30), MaxValueValidator(86_400)]
     )
+    # Adaptive overlap (`webapp.evals.overlap`): items start needing `k_min` ratings
+    # and get one more place, up to `k_max`, while their raters disagree or their
+    # category's win-rate interval is wider than `target_ci_width`.
+    adaptive = models.BooleanField("adaptive overlap", default=False)
+    k_min = models.PositiveIntegerField(
+        "K min", default=2, validators=[MinValueValidator(1), MaxValueValidator(50)]
+    )
+    k_max = models.PositiveIntegerField(
+        "K max", default=5, validators=[MinValueValidator(1), MaxValueValidator(50)]
+    )
+    target_ci_width = models.FloatField(
+        "target interval width",
+        default=0.1,
+        validators=[MinValueValidator(0.01), MaxValueValidator(1.0)],
+        help_text="Width of a category's 95% interval (a fraction) to aim at.",
+    )
     # Raters who may take its items; none listed: every rater.
     raters = models.ManyToManyField(
         settings.AUTH_USER_MODEL, blank=True, related_name="rating_campaigns"
