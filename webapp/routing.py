@@ -1,5 +1,6 @@
 """WebSocket routes: each app's `websocket_urlpatterns`, joined."""
 
 from webapp.chat.routing import websocket_urlpatterns as chat_websockets
+from webapp.evals.routing import websocket_urlpatterns as evals_websockets
 
-websocket_urlpatterns = [*chat_websockets]
+websocket_urlpatterns = [*chat_websockets, *evals_websockets]

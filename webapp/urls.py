@@ -7,6 +7,7 @@ urlpatterns = [
     path("chat/", include("webapp.chat.urls")),
     # /rate/, /api/rate/..., /ratings/...
     path("", include("webapp.ratings.urls")),
+    path("evals/", include("webapp.evals.urls")),
     # OpenAI clients expect /v1/... at the root of the base URL.
     path("", include("webapp.api.urls")),
     path("admin/", admin.site.urls),

@@ -29,6 +29,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, Exists, F, OuterRef, Q, QuerySet
 from django.utils import timezone
 
+from webapp.evals.live import rating_stored
 from webapp.ratings.models import Assignment, Campaign, Item, Rater, Rating
 
 # The 7-point scale as shown, 1 = left much better ... 7 = right much better.
@@ -338,6 +339,10 @@ def submit(rater: Rater, token, verdict: Verdict) -> Rating:
         )
         if not assignment.is_repeat:
             Item.objects.filter(pk=assignment.item_id).update(rated=F("rated") + 1)
+        item = assignment.item
+        transaction.on_commit(
+            lambda: rating_stored(item.campaign_id, item.pk), robust=True
+        )
     return rating
 
 

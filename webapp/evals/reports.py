@@ -1,0 +1,428 @@
+"""The dashboards' numbers: the store read by `data`, the statistics of `stats`, and a
+cache per campaign (or per leaderboard) that holds until a rating arrives.
+
+A cached result is keyed on the version of the ratings it rests on (how many there
+are and the newest id, `data.version`), so a new rating makes the next read compute
+afresh and nothing else does; every resampling is seeded, so a page reads the same
+twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import numpy as np
+from django.core.cache import cache
+
+from webapp.evals import data, stats
+from webapp.ratings.models import Campaign, Rating
+
+T = TypeVar("T")
+
+ALL = "all"
+SIDES = ("left", "right")  # where the model under test (answer A) was shown
+LEADERBOARD_BOOTSTRAP = 200
+CACHE_SECONDS = 24 * 3600
+
+
+def cached(name: str, key: tuple, compute: Callable[[], T]) -> T:
+    """`compute()`'s result, kept under `name` and `key` (which names what it rests
+    on, the ratings' version included)."""
+    digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
+    full_key = f"evals:{name}:{digest}"
+    value = cache.get(full_key)
+    if value is None:
+        value = compute()
+        cache.set(full_key, value, CACHE_SECONDS)
+    return value
+
+
+def campaign_version(campaign: Campaign) -> tuple[int, int]:
+    """The version of all the campaign's ratings (of every rater group)."""
+    return data.version(Rating.objects.filter(item__campaign_id=campaign.pk))
+
+
+# --- win rates --------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """The win rate of one model pair on one slice of its ratings: a category
+    (`"all"` for every one) or the side the model under test was shown on."""
+
+    model: str
+    baseline: str
+    slice: str
+    rate: stats.WinRate
+    length_controlled: stats.LengthControlledWinRate | None = None
+
+    @property
+    def length_controlled_rate(self) -> float | None:
+        lc = self.length_controlled
+        return None if lc is None else lc.length_controlled
+
+    def to_dict(self, slice_name: str = "category") -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "baseline": self.baseline,
+            slice_name: self.slice,
+            **self.rate.to_dict(),
+        }
+
+
+def _groups(key: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """Each distinct key, in order, and the positions of its entries."""
+    if not key.size:
+        return
+    order = np.argsort(key, kind="stable")
+    distinct, starts = np.unique(key[order], return_index=True)
+    yield from zip(distinct.tolist(), np.split(order, starts[1:]), strict=True)
+
+
+def _cells(
+    items: data.Items,
+    counts: data.Counts,
+    slice_of_row: np.ndarray,
+    slice_names: list[str],
+    length_control: bool,
+) -> list[Cell]:
+    """A cell per model pair and slice that has ratings, pairs in order of names."""
+    n_models, n_slices = len(items.models), len(slice_names)
+    pair = items.model_a[counts.item] * n_models + items.model_b[counts.item]
+    cells = []
+    for key, rows in _groups(pair * n_slices + slice_of_row):
+        (a, b), piece = divmod(key // n_slices, n_models), key % n_slices
+        item, score, count = counts.item[rows], counts.score[rows], counts.count[rows]
+        _, prompt = np.unique(items.prompt[item], return_inverse=True)
+        outcome = 1 - np.sign(score)  # 0 a win, 1 a tie, 2 a loss
+        per_prompt = np.bincount(
+            prompt * 3 + outcome, weights=count, minlength=3 * (prompt.max() + 1)
+        ).reshape(-1, 3)
+        cells.append(
+            Cell(
+                model=items.models[a],
+                baseline=items.models[b],
+                slice=slice_names[piece],
+                rate=stats.win_rate_from_counts(*per_prompt.T),
+                length_controlled=(
+                    _length_controlled(
+                        np.repeat(score, count),
+                        np.repeat(items.length_a[item], count),
+                        np.repeat(items.length_b[item], count),
+                    )
+                    if length_control
+                    else None
+                ),
+            )
+        )
+    return sorted(cells, key=lambda c: (c.model, c.baseline))
+
+
+def _length_controlled(
+    scores: np.ndarray, model_lengths: np.ndarray, baseline_lengths: np.ndarray
+) -> stats.LengthControlledWinRate | None:
+    """None where the regression has no maximum: when answer length alone separates
+    wins from losses, the fit's Hessian vanishes and NumPy finds it singular."""
+    try:
+        return stats.length_controlled_win_rate(scores, model_lengths, baseline_lengths)
+    except np.linalg.LinAlgError:
+        return None
+
+
+def win_rate_table(items: data.Items, counts: data.Counts) -> list[Cell]:
+    """Table 5: per model pair, every category together ("all"), then each."""
+    every = _cells(items, counts, np.zeros(len(counts.item), np.int64), [ALL], True)
+    each = _cells(items, counts, items.category[counts.item], items.categories, True)
+    by_pair: dict[tuple[str, str], list[Cell]] = {}
+    for cell in every + each:
+        by_pair.setdefault((cell.model, cell.baseline), []).append(cell)
+    return [cell for pair in sorted(by_pair) for cell in by_pair[pair]]
+
+
+def side_table(items: data.Items, counts: data.Counts) -> list[Cell]:
+    """Per model pair, the win rate with the model under test shown left, and
+    right."""
+    right = (~counts.model_left).astype(np.int64)
+    return _cells(items, counts, right, list(SIDES), False)
+
+
+# --- the campaign's page ----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupNumbers:
+    """One rater group's numbers in a campaign."""
+
+    group: str
+    n_ratings: int
+    win_rates: tuple[Cell, ...]
+    sides: tuple[Cell, ...]
+    agreement: stats.Agreement
+    category_agreement: tuple[tuple[str, stats.Agreement], ...]
+
+    def win_rate_rows(self) -> list[dict[str, Any]]:
+        """Table 5's rows, each with its length-controlled win rate."""
+        return [
+            {**c.to_dict(), "length_controlled": c.length_controlled_rate}
+            for c in self.win_rates
+        ]
+
+    def agreement_rows(self) -> list[dict[str, Any]]:
+        """Alpha over every category together ("all"), then each."""
+        return [
+            {"category": name, **a.to_dict()}
+            for name, a in ((ALL, self.agreement), *self.category_agreement)
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "n_ratings": self.n_ratings,
+            "win_rates": self.win_rate_rows(),
+            "sides": [c.to_dict("side") for c in self.sides],
+            "agreement": self.agreement_rows(),
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignReport:
+    """Win rates, sides and agreement of each rater group present (human first),
+    and the ratings adaptive overlap saved."""
+
+    groups: tuple[GroupNumbers, ...]
+    savings: stats.OverlapSavings | None
+
+    def group(self, name: str) -> GroupNumbers | None:
+        return next((g for g in self.groups if g.group == name), None)
+
+    @property
+    def human(self) -> GroupNumbers | None:
+        return self.group(data.HUMAN)
+
+    def table(self, name: str) -> list[dict[str, Any]]:
+        """The rows of one table ("win_rates", "sides" or "agreement") of every
+        group, each row naming its group."""
+        return [
+            {"raters": group.group, **row}
+            for group in self.groups
+            for row in group.to_dict()[name]
+        ]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "groups": {g.group: g.to_dict() for g in self.groups},
+            "adaptive_overlap": self.savings and self.savings.to_dict(),
+        }
+
+
+def _agreement(items: data.Items, counts: data.Counts) -> stats.Agreement:
+    return stats.krippendorff_alpha(
+        np.repeat(counts.item, counts.count), np.repeat(counts.score, counts.count)
+    )
+
+
+def _group_numbers(items: data.Items, counts: data.Counts, group: str) -> GroupNumbers:
+    mine = counts.of_group(group)
+    category = items.category[mine.item]
+    return GroupNumbers(
+        group=group,
+        n_ratings=int(mine.count.sum()),
+        win_rates=tuple(win_rate_table(items, mine)),
+        sides=tuple(side_table(items, mine)),
+        agreement=_agreement(items, mine),
+        category_agreement=tuple(
+            (items.categories[c], _agreement(items, mine.rows(category == c)))
+            for c in np.unique(category).tolist()
+        ),
+    )
+
+
+def _savings(campaign: Campaign, items: data.Items) -> stats.OverlapSavings | None:
+    """Against a fixed K max, over the items whose ratings are all in (gold
+    apart)."""
+    if not campaign.adaptive:
+        return None
+    done = (items.gold == 0) & (items.rated >= items.needed)
+    return stats.ratings_saved(items.rated[done], k_max=campaign.k_max)
+
+
+def campaign_report(
+    campaign: Campaign, version: tuple[int, int] | None = None
+) -> CampaignReport:
+    """The campaign's numbers, computed once per version of its ratings."""
+
+    def compute() -> CampaignReport:
+        items = data.campaign_items(campaign.pk)
+        counts = data.campaign_counts(campaign.pk, items)
+        order = sorted(counts.groups, key=lambda g: list(data.GROUPS).index(g))
+        return CampaignReport(
+            groups=tuple(_group_numbers(items, counts, g) for g in order),
+            savings=_savings(campaign, items),
+        )
+
+    version = version or campaign_version(campaign)
+    return cached("campaign", (campaign.pk, version), compute)
+
+
+# --- raters -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class RaterWinRate:
+    """One rater's verdicts on one model pair (counted ratings): shares and the win
+    rate, ties half. No interval: a rater's ratings are too few to resample."""
+
+    rater: str
+    model: str
+    baseline: str
+    win_rate: float
+    wins: float
+    ties: float
+    losses: float
+    n_ratings: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class RaterReport:
+    """The human raters' quality table and their win rates per model pair."""
+
+    quality: tuple[stats.RaterQuality, ...]
+    win_rates: tuple[RaterWinRate, ...]
+
+    @property
+    def flagged(self) -> int:
+        return sum(1 for row in self.quality if row.flags)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "quality": [q.to_dict() for q in self.quality],
+            "win_rates": [w.to_dict() for w in self.win_rates],
+        }
+
+
+def _rater_win_rates(
+    items: data.Items, ratings: data.PerRating, names: dict[int, str]
+) -> list[RaterWinRate]:
+    n_models = len(items.models)
+    item = ratings.item[ratings.counts]
+    rater = ratings.rater[ratings.counts]
+    outcome = 1 - np.sign(ratings.score[ratings.counts])
+    pair = items.model_a[item] * n_models + items.model_b[item]
+    rows = []
+    for (r, p), positions in _groups_of(rater, pair):
+        wins, ties, losses = np.bincount(outcome[positions], minlength=3)
+        n = int(positions.size)
+        a, b = divmod(p, n_models)
+        rows.append(
+            RaterWinRate(
+                rater=names[r],
+                model=items.models[a],
+                baseline=items.models[b],
+                win_rate=(wins + ties / 2) / n,
+                wins=wins / n,
+                ties=ties / n,
+                losses=losses / n,
+                n_ratings=n,
+            )
+        )
+    return sorted(rows, key=lambda row: (row.model, row.baseline, row.rater))
+
+
+def _groups_of(
+    first: np.ndarray, second: np.ndarray
+) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+    """`_groups` on pairs of non-negative integer keys."""
+    width = int(second.max()) + 1 if second.size else 1
+    for key, positions in _groups(first * width + second):
+        yield divmod(key, width), positions
+
+
+def rater_report(
+    campaign: Campaign, version: tuple[int, int] | None = None
+) -> RaterReport:
+    """The campaign's rater table, computed once per version of its ratings."""
+
+    def compute() -> RaterReport:
+        items = data.campaign_items(campaign.pk)
+        ratings = data.human_ratings(campaign.pk, items)
+        names = data.rater_names(np.unique(ratings.rater).tolist())
+        quality = stats.rater_quality(
+            ratings.rater,
+            ratings.item,
+            ratings.score,
+            np.where(ratings.model_left, "left", "right"),
+            gold=items.gold[ratings.item],
+            active_seconds=ratings.active_seconds,
+            model_a=items.model_a[ratings.item],
+            model_b=items.model_b[ratings.item],
+        )
+        return RaterReport(
+            quality=tuple(
+                dataclasses.replace(q, rater=names[q.rater]) for q in quality
+            ),
+            win_rates=tuple(_rater_win_rates(items, ratings, names)),
+        )
+
+    version = version or campaign_version(campaign)
+    return cached("raters", (campaign.pk, version), compute)
+
+
+# --- the leaderboard --------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderboardOptions:
+    campaign_id: int | None = None
+    group: str = data.HUMAN
+    anchor: str | None = None
+    min_battles: int = 0
+    interval: str = "bootstrap"
+
+
+@dataclasses.dataclass(frozen=True)
+class LeaderboardResult:
+    """The leaderboard, or why there is none (no battles, models that never met)."""
+
+    board: stats.Leaderboard | None
+    problem: str = ""
+
+
+def leaderboard(options: LeaderboardOptions) -> LeaderboardResult:
+    """Bradley-Terry on the Elo scale over the options' battles, once per version of
+    the ratings they come from."""
+    found = data.ratings(options.campaign_id, options.group)
+
+    def compute() -> LeaderboardResult:
+        model_a, model_b, outcomes, counts = data.battle_counts(
+            options.campaign_id, options.group
+        )
+        if not counts.sum():
+            return LeaderboardResult(None, "No battles yet.")
+        try:
+            board = stats.bradley_terry(
+                model_a,
+                model_b,
+                outcomes,
+                counts=counts,
+                min_battles=options.min_battles,
+                anchor=options.anchor or None,
+                interval=options.interval,
+                n_bootstrap=LEADERBOARD_BOOTSTRAP,
+            )
+        except np.linalg.LinAlgError:
+            # Models with very few battles can make a bootstrap resample one-sided.
+            return LeaderboardResult(
+                None,
+                "The ratings could not be fitted (a singular matrix); raise the "
+                "minimum battle count to leave out models with very few battles.",
+            )
+        except ValueError as exc:
+            return LeaderboardResult(None, str(exc).capitalize() + ".")
+        return LeaderboardResult(board)
+
+    return cached("leaderboard", (options, data.version(found)), compute)
