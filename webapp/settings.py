@@ -239,6 +239,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = (Queue("default"), Queue("generation"), Queue("training"))
 CELERY_TASK_ROUTES = {
     "training.tasks.*": {"queue": "training"},
+    "webapp.ratings.tasks.judge_campaign": {"queue": "training"},
     "webapp.ratings.tasks.*": {"queue": "generation"},
 }
 CELERY_TASK_TRACK_STARTED = True

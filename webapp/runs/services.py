@@ -202,6 +202,13 @@ def register(run: Run, name: str, user=None) -> CatalogModel:
     return model
 
 
+def model_path(name: str) -> str:
+    """Where a model's weights are: a catalog model's checkpoint; else the name itself
+    (a registry name or a path), for `model_service.registry.load_model`."""
+    found = CatalogModel.objects.filter(name=name).values_list("path", flat=True)
+    return found.first() or name
+
+
 def publish(model: CatalogModel) -> None:
     serving.client().redis.hset(
         protocol.CATALOG_KEY, model.name, protocol.catalog_entry(model.path, model.kind)
