@@ -68,7 +68,7 @@ def test_a_new_campaign_gets_both_models_answers_and_opens(
         assert answer.prompt_token_ids[0] == 2  # BOS, then the chat format
         assert answer.params["temperature"] == 1.0
         assert answer.seed == answer_jobs.answer_seed(
-            campaign, answer.prompt, answer.model
+            campaign, answer.prompt, answer.model, answer.variant
         )
         assert answer.submissions == 1
     items = Item.objects.filter(campaign=campaign)
@@ -114,3 +114,21 @@ def test_a_job_killed_halfway_and_run_again_makes_each_answer_once(
     for pk, (request_id, text) in made_before.items():
         answer = answers.get(pk=pk)
         assert (answer.request_id, answer.text) == (request_id, text)
+
+
+def test_a_model_against_itself_compares_two_samples_of_it():
+    prompt_set = make_prompt_set("self", prompts=3)
+    campaign = Campaign.objects.create(
+        **campaign_fields(prompt_set, MODEL, gold_rate=0)
+    )
+
+    assert answer_jobs.plan_answers(campaign) == 6
+    answers = Answer.objects.filter(campaign=campaign)
+    assert sorted(answers.values_list("variant", flat=True)) == ["", "", "", *"bbb"]
+    for prompt in prompt_set.prompts.all():
+        first, second = answers.filter(prompt=prompt).order_by("variant")
+        assert first.seed != second.seed  # two samples, not one twice
+    answers.update(status="done", text="x")
+    assert answer_jobs.build_items(campaign) == 3
+    item = Item.objects.filter(campaign=campaign).first()
+    assert (item.answer_a.variant, item.answer_b.variant) == ("", "b")

@@ -48,16 +48,22 @@ def campaign_prompts(campaign: Campaign):
     return prompts.order_by("id")
 
 
-def answer_seed(campaign: Campaign, prompt: Prompt, model: str) -> int:
+def sides(campaign: Campaign) -> tuple[tuple[str, str], tuple[str, str]]:
+    """(model, variant) of answer A and answer B: the model under test and the
+    baseline; a model against itself compares two samples of it (other seeds)."""
+    b_variant = "b" if campaign.baseline == campaign.model else ""
+    return (campaign.model, ""), (campaign.baseline, b_variant)
+
+
+def answer_seed(campaign: Campaign, prompt: Prompt, model: str, variant: str) -> int:
     """A seed of its own per answer, fixed by the campaign's seed."""
-    key = f"{campaign.seed}:{prompt.pk}:{model}".encode()
+    key = f"{campaign.seed}:{prompt.pk}:{model}:{variant}".encode()
     return int.from_bytes(hashlib.sha256(key).digest()[:4], "big") >> 1
 
 
 def plan_answers(campaign: Campaign) -> int:
     """Pending rows for every answer the campaign lacks; returns how many it needs in
     all. Answers that failed before are pending again."""
-    models = [campaign.model, campaign.baseline]
     prompts = list(campaign_prompts(campaign))
     Answer.objects.bulk_create(
         [
@@ -65,18 +71,19 @@ def plan_answers(campaign: Campaign) -> int:
                 campaign=campaign,
                 prompt=prompt,
                 model=model,
+                variant=variant,
                 status=Answer.Status.PENDING,
-                seed=answer_seed(campaign, prompt, model),
+                seed=answer_seed(campaign, prompt, model, variant),
             )
             for prompt in prompts
-            for model in models
+            for model, variant in sides(campaign)
         ],
         ignore_conflicts=True,
     )
     Answer.objects.filter(campaign=campaign, status=Answer.Status.FAILED).update(
         status=Answer.Status.PENDING, request_id="", error=""
     )
-    return len(prompts) * len(models)
+    return len(prompts) * 2
 
 
 def progress(campaign: Campaign) -> dict[str, int]:
@@ -208,13 +215,14 @@ def build_items(campaign: Campaign) -> int:
     done = Answer.objects.filter(
         campaign=campaign, status=Answer.Status.DONE, degraded=False
     )
-    by_prompt: dict[int, dict[str, Answer]] = {}
+    by_prompt: dict[int, dict[tuple[str, str], Answer]] = {}
     for answer in done:
-        by_prompt.setdefault(answer.prompt_id, {})[answer.model] = answer
+        by_prompt.setdefault(answer.prompt_id, {})[answer.model, answer.variant] = answer
+    side_a, side_b = sides(campaign)
     pairs = [
-        (prompt_id, answers[campaign.model], answers[campaign.baseline])
+        (prompt_id, answers[side_a], answers[side_b])
         for prompt_id, answers in sorted(by_prompt.items())
-        if campaign.model in answers and campaign.baseline in answers
+        if side_a in answers and side_b in answers
     ]
     with transaction.atomic():
         Item.objects.bulk_create(

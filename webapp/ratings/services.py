@@ -52,11 +52,10 @@ def import_prompts(
 
 def create_campaign(fields: dict, raters=(), user=None) -> Campaign:
     """A campaign whose answers the generation workers start making after the
-    commit (`fields` are a cleaned form's)."""
+    commit (`fields` are a cleaned form's). A model against itself compares two
+    samples of it, with other seeds (as RLHF preference data is collected)."""
     from webapp.ratings.tasks import generate_answers
 
-    if fields["model"] == fields["baseline"]:
-        raise ValidationError("The model under test and the baseline must differ.")
     with transaction.atomic():
         campaign = Campaign.objects.create(created_by=user, **fields)
         campaign.raters.set(raters)
