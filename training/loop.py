@@ -57,7 +57,8 @@ class Job:
 
     Attributes:
         objective: its loss.
-        params: the trainable parameters to start from (when not resuming).
+        params: the trainable parameters to start from; the run takes them over
+            (donated to its first state, or freed when it resumes).
         train: encoded training examples.
         held_out: encoded held-out examples.
         collate: (examples, rows) -> a batch of numpy arrays [rows, ...]; rows past
@@ -157,8 +158,10 @@ class Trainer:
         )
 
     def initial_state(self) -> TrainState:
-        """The state before the first step, laid out on the mesh."""
-        return jax.jit(self._init, out_shardings=self.shardings)(self.job.params)
+        """The state before the first step, laid out on the mesh. The job's starting
+        parameters are donated to it: they are no longer usable after."""
+        init = jax.jit(self._init, out_shardings=self.shardings, donate_argnums=0)
+        return init(self.job.params)
 
     def train_batch(self, position: int) -> dict[str, np.ndarray]:
         """The step's examples from a data position, as [micro-batches, rows, ...]."""
@@ -223,6 +226,7 @@ def run(
         else:
             state, meta = checkpoints.restore(trainer.abstract)
             position = meta["examples_seen"]
+            _free(job.params)  # not needed: the state came back whole
         step = int(jax.device_get(state.step))
         record: dict[str, Any] = {}
         while step < config.steps:
@@ -291,6 +295,13 @@ def _copy_tokenizer(model: Path, directory: Path) -> None:
         if model.is_dir() and candidate.is_file():
             shutil.copyfile(candidate, directory / TOKENIZER_FILE)
             return
+
+
+def _free(tree: Any) -> None:
+    """Frees the device memory of a tree's arrays (a model's weights: a gigabyte)."""
+    for leaf in jax.tree.leaves(tree):
+        if isinstance(leaf, jax.Array):
+            leaf.delete()
 
 
 def _floats(metrics: Metrics) -> dict[str, float]:
