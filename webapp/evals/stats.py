@@ -1035,7 +1035,9 @@ def _anomaly_p_values(
       the score from m''s side (the paper's H = 1: "prefers model 2").
     - For each vote of user u, with H_a the ratings of the same pair by all other
       users: p_i = (1 + #{h in H_a: h >= H_i}) / (|H_a| + 1), the paper's equation
-      (10). It is one-sided: small when u rates m' higher than the others do.
+      (10). It is one-sided: small when u rates m' higher than the others do. The
+      paper's H_a is the history before the vote; here it is every other user's
+      vote, earlier or later, as the dashboard recomputes from all the ratings.
     - Fisher's combination over the user's votes in order: M_j = -2 sum_{i<=j}
       log p_i.
     - Checked at 5 distinct, randomly chosen j among the first min(100, n) votes
