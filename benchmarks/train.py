@@ -120,11 +120,17 @@ def run_side(python: Path | str, side: str, workload: Path) -> dict:
     return result
 
 
-def summary(step_times: list[float], step_tokens: list[int]) -> dict:
-    """Tokens/s over the timed steps (the first step is not timed)."""
-    timed, tokens = step_times[1:], step_tokens[1:]
+def summary(workload: dict, step_times: list[float]) -> dict:
+    """Tokens/s over the timed steps (the first step is not timed); a step's tokens
+    are its examples' ids, counted the same for both sides."""
+    size = workload["batch_size"]
+    lengths = [
+        len(e["input_ids"]) if "input_ids" in e else len(e["chosen"] + e["rejected"])
+        for e in workload["examples"]
+    ]
+    step_tokens = [sum(lengths[i : i + size]) for i in range(0, len(lengths), size)]
     return {
-        "tokens_per_second": sum(tokens) / sum(timed),
+        "tokens_per_second": sum(step_tokens[1:]) / sum(step_times[1:]),
         "step_seconds": [round(t, 2) for t in step_times],
         "step_tokens": step_tokens,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -205,14 +211,13 @@ def run_ours(workload: dict) -> dict:
         shape = batch["tokens"].shape
         if shape not in steps:
             steps[shape] = trainer.train_step.lower(state, batch).compile()
-    step_times, step_tokens = [], []
+    step_times = []
     for batch in batches:
         began = time.perf_counter()
         state, metrics = steps[batch["tokens"].shape](state, batch)
         jax.block_until_ready(metrics)
         step_times.append(time.perf_counter() - began)
-        step_tokens.append(int((batch["positions"] >= 0).sum()))
-    return summary(step_times, step_tokens)
+    return summary(workload, step_times)
 
 
 # --- TRL ------------------------------------------------------------------------------
@@ -282,15 +287,8 @@ def run_trl(workload: dict) -> dict:
         )
     clock = StepClock(transformers.TrainerCallback)
     trainer.add_callback(clock.callback)
-    original = trainer.compute_loss
-
-    def counting_loss(model, inputs, *args, **kwargs):
-        clock.tokens.append(int(inputs["attention_mask"].sum()))
-        return original(model, inputs, *args, **kwargs)
-
-    trainer.compute_loss = counting_loss
     trainer.train()
-    return summary(clock.times, clock.tokens)
+    return summary(workload, clock.times)
 
 
 def trainable(model):
@@ -311,7 +309,6 @@ class StepClock:
 
     def __init__(self, callback_class: type) -> None:
         self.times: list[float] = []
-        self.tokens: list[int] = []
         clock = self
 
         class Callback(callback_class):
