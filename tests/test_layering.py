@@ -1,5 +1,7 @@
 """The layering rule of the design: `model_service/` and `training/` never import
-Django, so they run on accelerator hosts and in scripts without the web app."""
+Django, so they run on accelerator hosts and in scripts without the web app. The one
+exception is `training.tasks`, the package's Celery edge (Celery itself loads Django
+when a task is declared)."""
 
 import pkgutil
 import subprocess
@@ -52,8 +54,13 @@ def test_model_service_never_imports_django():
     assert not _imports_django(modules)
 
 
+CELERY_EDGE = "training.tasks"
+
+
 def test_training_never_imports_django():
-    assert not _imports_django(_modules_of("training"))
+    modules = _modules_of("training")
+    assert CELERY_EDGE in modules
+    assert not _imports_django([m for m in modules if m != CELERY_EDGE])
 
 
 def test_the_check_sees_a_django_import():
