@@ -17,7 +17,6 @@ import logging
 from typing import Any
 
 from model_service.chat_format import format_conversation
-from model_service.quantize import default_quantization, quantize_params
 from model_service.sampler import PREFILL_PASS_COST, Generation, Piece, Sampler
 from model_service.sampling import SamplingParams
 
@@ -49,12 +48,10 @@ class Engine:
     """Runs the requests of one model in one continuous batch.
 
     Args:
-        model: a `LoadedModel` (config, params, tokenizer).
+        model: a `LoadedModel` (config, params, tokenizer), its weights as they
+            are to be served (on a CPU int8: `load_model(name, quantize="int8")`).
         max_batch: rows decoded together.
         max_length: positions per row (prompt and answer).
-        quantize: "int8" to store every matmul weight as int8 with per-channel
-            scales (`model_service.quantize`), "none" to keep them as loaded; default
-            `default_quantization()`.
     """
 
     def __init__(
@@ -63,14 +60,10 @@ class Engine:
         *,
         max_batch: int = 8,
         max_length: int | None = None,
-        quantize: str | None = None,
     ) -> None:
-        params = model.params
-        if (quantize or default_quantization()) == "int8":
-            params = quantize_params(params)
         self.tokenizer = model.tokenizer
         self.sampler = Sampler(
-            model.config, params, max_batch=max_batch, max_length=max_length
+            model.config, model.params, max_batch=max_batch, max_length=max_length
         )
         self.max_batch = max_batch
         self.state = self.sampler.init_state(self.sampler.batch_sizes[0])

@@ -14,11 +14,16 @@ apply function runs float and int8 parameter trees.
 from __future__ import annotations
 
 import dataclasses
+import math
+from collections.abc import Iterable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+# How the generation worker may store weights: as loaded, or int8 per channel.
+QUANTIZATIONS = ("none", "int8")
 
 # The axes each weight contracts in its einsum (model_service.modules), by parameter
 # name: always its last ones. The scale is taken over them, so it is per output channel.
@@ -57,11 +62,60 @@ class QuantizedWeight:
 
 def quantize(weight: Any, axes: tuple[int, ...]) -> QuantizedWeight:
     """Symmetric int8 quantization of `weight`, one scale per output channel."""
-    weight = np.asarray(weight, np.float32)
+    values, scale = _quantize_array(np.asarray(weight, np.float32), axes)
+    return QuantizedWeight(jnp.asarray(values), jnp.asarray(scale), tuple(axes))
+
+
+def quantize_rows(
+    chunks: Iterable[np.ndarray], shape: tuple[int, ...]
+) -> QuantizedWeight:
+    """`quantize` of a weight that contracts all its axes but the first, given as
+    consecutive chunks of its rows (of any float dtype).
+
+    Only the int8 result and one chunk are held at a time: the float32 copy of the
+    262,144 x 640 embedding alone would be 671 MB. The result becomes the device
+    array without a copy.
+
+    Args:
+        chunks: the weight's rows, in order, a few thousand at a time.
+        shape: the whole weight's shape.
+
+    Returns:
+        The weight in int8 with one scale per row.
+    """
+    axes = tuple(range(1, len(shape)))
+    values = _aligned_empty(shape, np.int8)
+    scale = np.empty((shape[0],) + (1,) * len(axes), np.float32)
+    start = 0
+    for chunk in chunks:
+        stop = start + len(chunk)
+        values[start:stop], scale[start:stop] = _quantize_array(
+            np.asarray(chunk, np.float32), axes
+        )
+        start = stop
+    if start != shape[0]:
+        raise ValueError(f"the chunks hold {start} rows, the weight {shape[0]}")
+    return QuantizedWeight(
+        jax.device_put(values, may_alias=True), jnp.asarray(scale), axes
+    )
+
+
+def _aligned_empty(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An empty array whose data starts on 64 bytes, which a CPU device array can
+    alias (numpy's large arrays start 16 bytes into a page: XLA would copy them)."""
+    size = math.prod(shape) * np.dtype(dtype).itemsize
+    buffer = np.empty(size + 64, np.uint8)
+    start = -buffer.ctypes.data % 64
+    return buffer[start : start + size].view(dtype).reshape(shape)
+
+
+def _quantize_array(
+    weight: np.ndarray, axes: tuple[int, ...]
+) -> tuple[np.ndarray, np.ndarray]:
+    """int8 values and float32 scales (size 1 on `axes`) of a float32 array."""
     scale = np.max(np.abs(weight), axis=axes, keepdims=True) / 127.0
     scale = np.where(scale > 0, scale, 1.0).astype(np.float32)
-    values = np.clip(np.rint(weight / scale), -127, 127).astype(np.int8)
-    return QuantizedWeight(jnp.asarray(values), jnp.asarray(scale), tuple(axes))
+    return np.clip(np.rint(weight / scale), -127, 127).astype(np.int8), scale
 
 
 def quantize_params(params: Any, names: tuple[str, ...] | None = None) -> Any:
@@ -72,20 +126,27 @@ def quantize_params(params: Any, names: tuple[str, ...] | None = None) -> Any:
         names: parameter names to quantize, keys of CONTRACTED_AXES.
 
     Returns:
-        A tree of the same structure where those weights are `QuantizedWeight`s.
+        A tree of the same structure where those weights are `QuantizedWeight`s
+        (those that already were stay as they are).
     """
     names = tuple(CONTRACTED_AXES) if names is None else names
 
     def visit(tree: Any, name: str = "") -> Any:
         if isinstance(tree, dict):
             if set(tree) == {"w"} and name in names:  # an `Einsum` module's weight
-                return {"w": quantize(tree["w"], CONTRACTED_AXES[name])}
+                return {"w": visit(tree["w"], name)}
             return {key: visit(value, key) for key, value in tree.items()}
-        if name in names:
+        if name in names and not isinstance(tree, QuantizedWeight):
             return quantize(tree, CONTRACTED_AXES[name])
         return tree
 
     return visit(params)
+
+
+def check_quantization(quantize: str) -> None:
+    """Raises ValueError unless `quantize` is one of `QUANTIZATIONS`."""
+    if quantize not in QUANTIZATIONS:
+        raise ValueError(f"quantize is one of {QUANTIZATIONS}, not {quantize!r}")
 
 
 def default_quantization() -> str:

@@ -13,6 +13,7 @@ from typing import Any
 
 from model_service.checkpoints import CheckpointError
 from model_service.config import TransformerConfig, get_config
+from model_service.quantize import check_quantization, quantize_params
 from model_service.tokenizer import Tokenizer
 from model_service.transformer import init_params
 
@@ -32,7 +33,9 @@ class LoadedModel:
     Attributes:
         name: what it was loaded by (a registry name or a path).
         config: its shape and features.
-        params: float32 parameters for `Transformer(config=config).apply`.
+        params: parameters for `Transformer(config=config).apply`: float32, or
+            with int8 matmul weights (`model_service.quantize.QuantizedWeight`) when
+            loaded with `quantize="int8"`.
         tokenizer: its tokenizer.
     """
 
@@ -55,27 +58,34 @@ def gemma3_tokenizer() -> Tokenizer:
     return Tokenizer.from_gguf(gemma3_270m_gguf_path())
 
 
-def load_model(name_or_path: str | Path) -> LoadedModel:
+def load_model(name_or_path: str | Path, *, quantize: str = "none") -> LoadedModel:
     """Loads a model by registry name or checkpoint path.
 
     Args:
         name_or_path: `gemma3-270m`, `tiny-random`, or a checkpoint path.
+        quantize: "none" for float32 parameters (training, parity), "int8" for every
+            matmul weight in int8 with per-channel scales (`model_service.quantize`),
+            as the generation worker serves them on a CPU. A GGUF file (so
+            `gemma3-270m`) is quantized tensor by tensor as it is read, without ever
+            holding the float32 model; other checkpoints are loaded, then quantized.
 
     Returns:
         The loaded model.
 
     Raises:
-        ValueError: an unknown name (CheckpointError for a bad checkpoint).
+        ValueError: an unknown name or quantization (CheckpointError for a bad
+            checkpoint).
     """
+    check_quantization(quantize)
     name = str(name_or_path)
     if name == GEMMA3_270M:
-        return _load_path(gemma3_270m_gguf_path(), name=name)
+        return _load_path(gemma3_270m_gguf_path(), name=name, quantize=quantize)
     if name == TINY_RANDOM:
         config = get_config("tiny")
-        params = init_params(config, seed=TINY_RANDOM_SEED)
+        params = _quantized(init_params(config, seed=TINY_RANDOM_SEED), quantize)
         return LoadedModel(name, config, params, gemma3_tokenizer())
     if Path(name).exists():
-        return _load_path(Path(name), name=name)
+        return _load_path(Path(name), name=name, quantize=quantize)
     raise ValueError(
         f"unknown model {name!r}: not one of {', '.join(NAMES)} and no such path"
     )
@@ -97,16 +107,20 @@ def load_tokenizer(name_or_path: str | Path) -> Tokenizer:
     return _directory_tokenizer(path, vocab_size=config.vocab_size)
 
 
-def _load_path(path: Path, *, name: str) -> LoadedModel:
+def _load_path(path: Path, *, name: str, quantize: str) -> LoadedModel:
     from model_service.checkpoints import gguf
 
     if path.suffix == ".gguf":
-        config, params = gguf.load(path)
+        config, params = gguf.load(path, quantize=quantize)
         return LoadedModel(name, config, params, _gguf_tokenizer(path))
     loader = _directory_loader(path)
     config, params = loader.load(path)
     tokenizer = _directory_tokenizer(path, vocab_size=config.vocab_size)
-    return LoadedModel(name, config, params, tokenizer)
+    return LoadedModel(name, config, _quantized(params, quantize), tokenizer)
+
+
+def _quantized(params: dict[str, Any], quantize: str) -> dict[str, Any]:
+    return quantize_params(params) if quantize == "int8" else params
 
 
 def _gguf_tokenizer(path: Path) -> Tokenizer:

@@ -437,15 +437,15 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
-    from model_service.registry import load_model  # heavy: JAX and the weights
+    from model_service.quantize import default_quantization  # heavy: JAX
+    from model_service.registry import load_model  # and the weights
 
     def load_engine(name: str) -> Engine:
         log.info("loading model %s", name)
         engine = Engine(
-            load_model(name),
+            load_model(name, quantize=args.quantize or default_quantization()),
             max_batch=args.max_batch,
             max_length=args.max_length,
-            quantize=args.quantize,
         )
         engine.warm_up()
         return engine

@@ -55,12 +55,14 @@ class TensorSource:
         self._config = config
         self._taken: set[str] = set()
 
-    def take(self, name: str) -> np.ndarray:
-        """The tensor as a float32 array."""
+    def take(self, name: str) -> Any:
+        """The tensor as a float32 array, or as the reader quantized it (a
+        `model_service.quantize.QuantizedWeight`: the GGUF embedding in int8)."""
         if name not in self._tensors:
             raise CheckpointError(f"missing tensor {name}")
         self._taken.add(name)
-        return np.asarray(self._tensors[name], np.float32)
+        tensor = self._tensors[name]
+        return tensor if _is_quantized(tensor) else np.asarray(tensor, np.float32)
 
     def heads(self, name: str, count: int) -> np.ndarray:
         """A query, key or value projection: [count * H, D] -> [count, H, D]."""
@@ -83,7 +85,7 @@ def to_device(params: dict[str, Any]) -> dict[str, Any]:
     """Moves a tree of numpy leaves to float32 jax arrays, freeing each as it goes.
 
     Leaves are converted one at a time and dropped from the input, so host memory holds
-    at most one leaf twice.
+    at most one leaf twice. Quantized weights (on the device already) stay as they are.
     """
     # Imported here: the tokenizer reads GGUF files through this package's error
     # type, and the web app imports the tokenizer without needing jax.
@@ -94,10 +96,19 @@ def to_device(params: dict[str, Any]) -> dict[str, Any]:
         value = params.pop(key)
         if isinstance(value, dict):
             out[key] = to_device(value)
+        elif _is_quantized(value):
+            out[key] = value
         else:
             out[key] = jax.device_put(np.asarray(value, np.float32))
             del value
     return out
+
+
+def _is_quantized(tensor: Any) -> bool:
+    # Imported here: `model_service.quantize` needs jax (see `to_device`).
+    from model_service.quantize import QuantizedWeight
+
+    return isinstance(tensor, QuantizedWeight)
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

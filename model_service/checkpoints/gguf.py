@@ -1,4 +1,5 @@
-"""GGUF checkpoints (llama.cpp), dequantized to float32 with the `gguf` package.
+"""GGUF checkpoints (llama.cpp), dequantized to float32 with the `gguf` package, or
+requantized to int8 per channel (`model_service.quantize`) tensor by tensor as read.
 
 Only the Gemma 3 architecture is read. Its hyper-parameters that GGUF does not store are
 the ones llama.cpp fixes for Gemma 3 (`src/llama-model.cpp`): local layers use RoPE base
@@ -13,9 +14,11 @@ Layout notes (checked by logit parity, see tests/data/parity/):
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from collections.abc import Callable, Mapping
 from os import PathLike
-from typing import Any
+from typing import Any, BinaryIO
 
 import gguf
 import numpy as np
@@ -28,44 +31,73 @@ from model_service.checkpoints import (
 )
 from model_service.config import GEMMA3_PATTERN, TransformerConfig
 from model_service.gguf_file import TensorInfo, read_header
+from model_service.quantize import check_quantization, quantize_params, quantize_rows
 
 ARCHITECTURE = "gemma3"
 _LOCAL_ROPE_BASE = 10_000.0
 
 
-def load(path: str | PathLike[str]) -> tuple[TransformerConfig, dict[str, Any]]:
+def load(
+    path: str | PathLike[str], *, quantize: str = "none"
+) -> tuple[TransformerConfig, dict[str, Any]]:
     """Reads a Gemma 3 GGUF file.
 
     Args:
         path: the .gguf file.
+        quantize: "none" for float32 parameters, "int8" for every matmul weight in
+            int8 with per-channel scales. In int8 the float32 model is never held
+            whole: the embedding is quantized a chunk of rows at a time as it is
+            read, each layer once it is rewritten.
 
     Returns:
-        (config, float32 parameters on the default device).
+        (config, parameters on the default device).
 
     Raises:
         CheckpointError: another architecture, a missing field or tensor, a wrong shape.
     """
     metadata, tensors = read_header(path)
     config = config_from_metadata(metadata, vocab_size=_vocab_size(tensors))
-    data = np.memmap(path, dtype=np.uint8, mode="r")
-    lazy = _LazyTensors(tensors, lambda info: _dequantize(info, data))
-    return config, params_from_tensors(lazy, config)
+    with open(path, "rb") as file:
+        lazy = _LazyTensors(tensors, lambda info: _read(file, info, quantize))
+        return config, params_from_tensors(lazy, config, quantize=quantize)
 
 
 _ROWS_PER_CHUNK = 8192
 
 
-def _dequantize(info: TensorInfo, data: np.ndarray) -> np.ndarray:
-    """Dequantizes in chunks of rows: the `gguf` package makes several temporary copies
-    of what it dequantizes, which for the whole embedding would be gigabytes."""
-    raw = info.array(data)
-    if raw.ndim < 2 or raw.shape[0] <= _ROWS_PER_CHUNK:
-        return gguf.quants.dequantize(raw, info.qtype)
-    out = np.empty(tuple(reversed(info.shape)), np.float32)
-    for start in range(0, raw.shape[0], _ROWS_PER_CHUNK):
-        chunk = raw[start : start + _ROWS_PER_CHUNK]
-        out[start : start + len(chunk)] = gguf.quants.dequantize(chunk, info.qtype)
+def _read(file: BinaryIO, info: TensorInfo, quantize: str) -> Any:
+    """A tensor, dequantized a chunk of rows at a time: the `gguf` package makes
+    several temporary copies of what it dequantizes, which for the whole embedding
+    would be gigabytes. In int8, a matrix of more rows than a chunk (the embedding)
+    comes back quantized by rows (its contracted axis is its last, as every
+    weight's), never whole in float32.
+
+    The bytes are read from the file, not mapped: mapped pages would count in the
+    process's resident memory until the whole file is loaded."""
+    shape = tuple(reversed(info.shape))
+    chunks = (
+        _read_rows(file, info, start, min(start + _ROWS_PER_CHUNK, shape[0]))
+        for start in range(0, shape[0], _ROWS_PER_CHUNK)
+    )
+    if quantize == "int8" and len(shape) == 2 and shape[0] > _ROWS_PER_CHUNK:
+        return quantize_rows(chunks, shape)
+    out = np.empty(shape, np.float32)
+    start = 0
+    for chunk in chunks:
+        out[start : start + len(chunk)] = chunk
+        start += len(chunk)
     return out
+
+
+def _read_rows(file: BinaryIO, info: TensorInfo, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of a tensor (along its slowest axis), as float32."""
+    shape = tuple(reversed(info.shape))
+    row_bytes = math.prod(gguf.quant_shape_to_byte_shape(shape, info.qtype)) // shape[0]
+    file.seek(info.offset + start * row_bytes)
+    data = np.frombuffer(file.read((stop - start) * row_bytes), np.uint8)
+    rows = dataclasses.replace(info, shape=(*info.shape[:-1], stop - start), offset=0)
+    values = gguf.quants.dequantize(rows.array(data), info.qtype)
+    return values.astype(np.float32, copy=False)
 
 
 def _vocab_size(tensors: Mapping[str, Any]) -> int:
@@ -128,20 +160,28 @@ def config_from_metadata(
 
 
 def params_from_tensors(
-    tensors: Mapping[str, np.ndarray], config: TransformerConfig
+    tensors: Mapping[str, Any], config: TransformerConfig, *, quantize: str = "none"
 ) -> dict[str, Any]:
     """Rewrites GGUF tensors ([out, in] arrays) into our parameter tree.
 
-    Every tensor is read once, converted to a float32 jax array and released, so memory
-    holds one tensor twice at most. All tensors must be used and all leaves filled.
+    Every tensor is read once and each layer is moved to the device (in int8, first
+    quantized) as soon as it is complete, so memory holds one layer in float32 at
+    most. All tensors must be used and all leaves filled.
 
     Args:
-        tensors: GGUF tensor name -> float32 array (read lazily if it likes).
+        tensors: GGUF tensor name -> float32 array (read lazily if it likes), or a
+            `QuantizedWeight` already quantized as it was read.
         config: the model's config.
+        quantize: "none" or "int8" (`model_service.quantize.quantize_params`).
 
     Returns:
         The parameter tree.
     """
+    check_quantization(quantize)
+
+    def place(tree: dict[str, Any]) -> dict[str, Any]:
+        return to_device(quantize_params(tree) if quantize == "int8" else tree)
+
     src = TensorSource(tensors, config)
 
     def norm(name: str) -> np.ndarray:
@@ -149,7 +189,7 @@ def params_from_tensors(
 
     n, k = config.num_heads, config.num_kv_heads
     params: dict[str, Any] = {
-        "embedder": to_device({"input_embedding": src.take("token_embd.weight")})
+        "embedder": place({"input_embedding": src.take("token_embd.weight")})
     }
     for i in range(config.num_layers):
         blk = f"blk.{i}."
@@ -174,8 +214,8 @@ def params_from_tensors(
             },
             "post_ffw_norm": {"scale": norm(blk + "post_ffw_norm.weight")},
         }
-        params[f"layer_{i}"] = to_device(layer)
-    params["final_norm"] = to_device({"scale": norm("output_norm.weight")})
+        params[f"layer_{i}"] = place(layer)
+    params["final_norm"] = place({"scale": norm("output_norm.weight")})
 
     src.check_all_taken()
     check_tree(params, config)

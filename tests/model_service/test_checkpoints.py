@@ -22,6 +22,7 @@ from model_service.checkpoints import (
     safetensors_hf,
 )
 from model_service.config import get_config
+from model_service.quantize import QuantizedWeight, quantize_params
 from model_service.transformer import abstract_params
 
 
@@ -347,6 +348,24 @@ def write_gguf(path, params, config):
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
+
+
+def test_it_loads_a_gguf_file_in_int8_as_its_float32_load_quantized(tmp_path):
+    """The embedding is quantized as it is read, 8192 rows at a time (two chunks
+    here), each layer once rewritten: the same bytes as quantizing the float32 load."""
+    config = dataclasses.replace(SMALL, vocab_size=9000)
+    write_gguf(tmp_path / "tiny.gguf", random_params(config), config)
+
+    _, floats = gguf.load(tmp_path / "tiny.gguf")
+    _, int8 = gguf.load(tmp_path / "tiny.gguf", quantize="int8")
+
+    assert isinstance(int8["embedder"]["input_embedding"], QuantizedWeight)
+    for a, b in zip(
+        jax.tree_util.tree_leaves(int8),
+        jax.tree_util.tree_leaves(quantize_params(floats)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_it_loads_a_gguf_file_dequantizing_its_tensors(tmp_path):

@@ -13,7 +13,8 @@ MAX_LENGTH = 64
 
 @pytest.fixture(scope="module")
 def model():
-    return load_model("tiny-random")
+    """int8 weights, as the generation worker serves them on a CPU."""
+    return load_model("tiny-random", quantize="int8")
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def final(updates: list):
 
 def alone(engine: Engine, prompt: list[int], params: SamplingParams) -> list[int]:
     """The tokens of a request decoded on its own by the sampler's plain loop, with
-    the engine's weights (int8 on a CPU) and batch shape."""
+    the engine's weights and batch shape."""
     sampler = Sampler(
         engine.sampler.config,
         engine.sampler.params,
