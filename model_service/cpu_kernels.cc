@@ -9,10 +9,12 @@
 // bytes; XLA on a CPU either converts the whole weight first or, for one row only,
 // fuses the conversion and recomputes the row's producers for every output.
 //
-// Every output is computed the same way whatever the number of rows, the tile it falls
-// in or the thread that runs it: eight float lanes accumulated by FMA along k, summed
-// in a fixed order, then the tail of k. So a row's result does not depend on the other
-// rows of the batch, and a request gets the same tokens alone or batched.
+// The product has three code paths, AVX-512, AVX2 (the build's baseline on x86-64)
+// and plain C++, chosen at run time for the CPU (`ChooseInt8Path`); every output is
+// computed in the same order on each (see "int8 products" below), whatever the number
+// of rows, the tile it falls in or the thread that runs it. So a row's result does not
+// depend on the other rows of the batch, and a request gets the same tokens alone or
+// batched, on any of them.
 
 // Python.h first, as CPython asks: the library is also the extension module
 // `model_service._cpu_kernels`, which hands the handler to JAX as a capsule.
@@ -22,6 +24,8 @@
 #include <atomic>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <thread>
@@ -29,7 +33,7 @@
 
 #include "xla/ffi/api/ffi.h"
 
-#if defined(__AVX2__) && defined(__FMA__)
+#if defined(__x86_64__) || defined(_M_X64)
 #include <immintrin.h>
 #endif
 
@@ -124,6 +128,18 @@ inline Lanes Exp(Lanes x) {
 
 constexpr int64_t kLanes = 8;
 
+// int8 products ----------------------------------------------------------------------
+//
+// y[r, m] = scale[m] * sum_k x[r, k] * w[m, k] for float x and int8 w: each weight
+// byte is read once per call and converted to float next to its use.
+//
+// Every output is computed in one fixed order, whatever the number of rows, the tile,
+// the thread or the path: eight float lanes, lane l accumulating by FMA the products
+// at k = 8c + l of every whole group c of eight values; the lanes summed in a fixed
+// order (`Sum`), then the products past the last whole group one by one, and the total
+// times the weight's scale. So a row's result does not depend on the other rows of the
+// batch, and the paths agree bit for bit.
+
 struct Product {
   const float* x;
   const int8_t* w;
@@ -132,63 +148,162 @@ struct Product {
   int64_t rows, outputs, depth;
 };
 
-// ROWS activation rows times OUTS weight rows starting at (r, m): the inner loop holds
-// ROWS * OUTS accumulators in registers and converts each weight vector once for all
-// rows. It reads OUTS weight rows side by side, which the CPU's own prefetchers follow
-// poorly, so it prefetches the next tile's rows in address order as it goes (a third
-// faster on one row, where memory sets the pace).
-template <int ROWS, int OUTS>
-void Tile(const Product& p, int64_t r, int64_t m) {
-  const int64_t body = p.depth - p.depth % kLanes;
-  Lanes acc[ROWS][OUTS];
-  for (int i = 0; i < ROWS; ++i)
-    for (int j = 0; j < OUTS; ++j) acc[i][j] = Zero();
-  const float* x = p.x + r * p.depth;
-  const int8_t* w = p.w + m * p.depth;
-  const char* next = reinterpret_cast<const char*>(w + OUTS * p.depth);
-  for (int64_t k = 0; k < body; k += kLanes) {
-    __builtin_prefetch(next + k * OUTS);
-    Lanes xv[ROWS];
-    for (int i = 0; i < ROWS; ++i) {
-      xv[i] = LoadX(x + i * p.depth + k);
-      InRegister(xv[i]);
-    }
-    for (int j = 0; j < OUTS; ++j) {
-      Lanes wv = LoadW(w + j * p.depth + k);
-      for (int i = 0; i < ROWS; ++i) acc[i][j] = Fma(xv[i], wv, acc[i][j]);
-    }
-  }
-  for (int i = 0; i < ROWS; ++i) {
-    for (int j = 0; j < OUTS; ++j) {
-      float sum = Sum(acc[i][j]);
-      for (int64_t k = body; k < p.depth; ++k)
-        sum = std::fma(x[i * p.depth + k], float(w[j * p.depth + k]), sum);
-      p.y[(r + i) * p.outputs + m + j] = sum * p.scale[m + j];
-    }
-  }
+// One output from its eight lanes: their sum, the tail of k, the weight's scale.
+float Finish(const Product& p, Lanes lanes, int64_t r, int64_t m) {
+  float sum = Sum(lanes);
+  for (int64_t k = p.depth - p.depth % kLanes; k < p.depth; ++k)
+    sum = std::fma(p.x[r * p.depth + k], float(p.w[m * p.depth + k]), sum);
+  return sum * p.scale[m];
 }
 
-// ROWS rows times the outputs [begin, end).
-template <int ROWS>
-void RowBlock(const Product& p, int64_t r, int64_t begin, int64_t end) {
-  int64_t m = begin;
-  if (ROWS == 1) {  // more weight rows at once: one row alone is bound by memory
-    for (; m + 8 <= end; m += 8) Tile<1, 8>(p, r, m);
+// The paths, each a `Tile<ROWS, OUTS>(p, r, m)`: ROWS activation rows times OUTS
+// weight rows from (r, m), ROWS * OUTS accumulators in registers, each weight vector
+// converted once for all rows. A tile reads OUTS weight rows side by side, which the
+// CPU's own prefetchers follow poorly, so it prefetches the next tile's rows in address
+// order as it goes (a third faster on one row, where memory sets the pace).
+// `kOuts[ROWS]`: its widest tile for ROWS rows (one row alone is bound by memory:
+// more weight rows at once); narrower ones take pairs, then single outputs.
+
+// The build's own vector unit (`Lanes`): AVX2 on x86-64, portable code elsewhere.
+struct Baseline {
+  static constexpr int kOuts[5] = {0, 8, 2, 2, 2};
+
+  template <int ROWS, int OUTS>
+  static void Tile(const Product& p, int64_t r, int64_t m) {
+    const int64_t body = p.depth - p.depth % kLanes;
+    Lanes acc[ROWS][OUTS];
+    for (int i = 0; i < ROWS; ++i)
+      for (int j = 0; j < OUTS; ++j) acc[i][j] = Zero();
+    const float* x = p.x + r * p.depth;
+    const int8_t* w = p.w + m * p.depth;
+    const char* next = reinterpret_cast<const char*>(w + OUTS * p.depth);
+    for (int64_t k = 0; k < body; k += kLanes) {
+      __builtin_prefetch(next + k * OUTS);
+      Lanes xv[ROWS];
+      for (int i = 0; i < ROWS; ++i) {
+        xv[i] = LoadX(x + i * p.depth + k);
+        InRegister(xv[i]);
+      }
+      for (int j = 0; j < OUTS; ++j) {
+        Lanes wv = LoadW(w + j * p.depth + k);
+        for (int i = 0; i < ROWS; ++i) acc[i][j] = Fma(xv[i], wv, acc[i][j]);
+      }
+    }
+    for (int i = 0; i < ROWS; ++i)
+      for (int j = 0; j < OUTS; ++j)
+        p.y[(r + i) * p.outputs + m + j] = Finish(p, acc[i][j], r + i, m + j);
   }
-  for (; m + 2 <= end; m += 2) Tile<ROWS, 2>(p, r, m);
-  for (; m < end; ++m) Tile<ROWS, 1>(p, r, m);
+};
+
+#if defined(__AVX2__) && defined(__FMA__)
+
+// AVX-512: each 16-lane vector holds the eight lanes of two outputs side by side (the
+// activations' eight values twice, two weight rows' eight bytes), so one FMA does two
+// outputs' work in the baseline's own order: twice the AVX2 FMA's width. Compiled for
+// AVX-512 by its attribute alone; the build's baseline stays AVX2.
+struct Avx512 {
+  static constexpr int kOuts[5] = {0, 8, 8, 8, 8};
+
+  template <int ROWS, int OUTS>
+  __attribute__((target("avx512f"))) static void Tile(const Product& p, int64_t r,
+                                                      int64_t m) {
+    static_assert(OUTS % 2 == 0, "outputs go in pairs");
+    constexpr int kPairs = OUTS / 2;
+    const int64_t body = p.depth - p.depth % kLanes;
+    __m512 acc[ROWS][kPairs];
+    for (auto& row : acc)
+      for (auto& v : row) v = _mm512_setzero_ps();
+    const float* x = p.x + r * p.depth;
+    const int8_t* w = p.w + m * p.depth;
+    const char* next = reinterpret_cast<const char*>(w + OUTS * p.depth);
+    for (int64_t k = 0; k < body; k += kLanes) {
+      __builtin_prefetch(next + k * OUTS);
+      __m512 xv[ROWS];
+      for (int i = 0; i < ROWS; ++i) {
+        xv[i] = _mm512_castpd_ps(_mm512_broadcast_f64x4(
+            _mm256_castps_pd(_mm256_loadu_ps(x + i * p.depth + k))));
+        asm("" : "+v"(xv[i]));  // in a register, as `InRegister` does
+      }
+      for (int q = 0; q < kPairs; ++q) {
+        int64_t first, second;
+        __builtin_memcpy(&first, w + 2 * q * p.depth + k, 8);
+        __builtin_memcpy(&second, w + (2 * q + 1) * p.depth + k, 8);
+        const __m512 wv = _mm512_cvtepi32_ps(
+            _mm512_cvtepi8_epi32(_mm_set_epi64x(second, first)));
+        for (int i = 0; i < ROWS; ++i) acc[i][q] = _mm512_fmadd_ps(xv[i], wv, acc[i][q]);
+      }
+    }
+    for (int i = 0; i < ROWS; ++i) {
+      for (int q = 0; q < kPairs; ++q) {
+        const __m512d pair = _mm512_castps_pd(acc[i][q]);
+        const int64_t row = r + i, out = m + 2 * q;
+        p.y[row * p.outputs + out] =
+            Finish(p, _mm256_castpd_ps(_mm512_castpd512_pd256(pair)), row, out);
+        p.y[row * p.outputs + out + 1] =
+            Finish(p, _mm256_castpd_ps(_mm512_extractf64x4_pd(pair, 1)), row, out + 1);
+      }
+    }
+  }
+};
+
+#endif
+
+// ROWS rows times the outputs [begin, end): the path's widest tiles, then pairs, then
+// single outputs (the baseline's: the same order).
+template <class Path, int ROWS>
+void RowBlock(const Product& p, int64_t r, int64_t begin, int64_t end) {
+  constexpr int kOuts = Path::kOuts[ROWS];
+  int64_t m = begin;
+  for (; m + kOuts <= end; m += kOuts) Path::template Tile<ROWS, kOuts>(p, r, m);
+  for (; m + 2 <= end; m += 2) Path::template Tile<ROWS, 2>(p, r, m);
+  for (; m < end; ++m) Baseline::Tile<ROWS, 1>(p, r, m);
 }
 
 // All rows times the outputs [begin, end), four rows at a time: the range's weights
 // (a chunk, about 64 KB) stay in the CPU's cache while every row block goes over them.
+template <class Path>
 void OutputRange(const Product& p, int64_t begin, int64_t end) {
   int64_t r = 0;
-  for (; r + 4 <= p.rows; r += 4) RowBlock<4>(p, r, begin, end);
+  for (; r + 4 <= p.rows; r += 4) RowBlock<Path, 4>(p, r, begin, end);
   switch (p.rows - r) {
-    case 3: RowBlock<3>(p, r, begin, end); break;
-    case 2: RowBlock<2>(p, r, begin, end); break;
-    case 1: RowBlock<1>(p, r, begin, end); break;
+    case 3: RowBlock<Path, 3>(p, r, begin, end); break;
+    case 2: RowBlock<Path, 2>(p, r, begin, end); break;
+    case 1: RowBlock<Path, 1>(p, r, begin, end); break;
   }
+}
+
+struct Int8Path {
+  const char* name;
+  void (*run)(const Product&, int64_t begin, int64_t end);
+  bool supported;  // by this CPU
+};
+
+// The paths this build has, fastest first.
+std::vector<Int8Path> Int8Paths() {
+  std::vector<Int8Path> paths;
+#if defined(__AVX2__) && defined(__FMA__)
+  __builtin_cpu_init();
+  paths.push_back(
+      {"avx512", OutputRange<Avx512>, __builtin_cpu_supports("avx512f") != 0});
+  paths.push_back({"avx2", OutputRange<Baseline>, true});
+#else
+  paths.push_back({"portable", OutputRange<Baseline>, true});
+#endif
+  return paths;
+}
+
+// The path int8 products take: the fastest this CPU runs, or the one named by the
+// environment variable GEMMA_STUDIO_INT8_PATH (read at every call, so that a test can
+// compare the paths in one process). nullptr: it names no path this CPU runs.
+const Int8Path* ChooseInt8Path() {
+  static const std::vector<Int8Path> paths = Int8Paths();
+  const char* wanted = std::getenv("GEMMA_STUDIO_INT8_PATH");
+  for (const Int8Path& path : paths) {
+    if (path.supported &&
+        (wanted == nullptr || *wanted == '\0' || std::strcmp(wanted, path.name) == 0))
+      return &path;
+  }
+  return nullptr;
 }
 
 // Runs body(i) for every i < items on the calling thread and on tasks of XLA's thread
@@ -223,7 +338,7 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t items,
   }
 }
 
-// Outputs go in chunks of about 64 KB of weights, one item each.
+// The outputs go in chunks of about 64 KB of weights, one item each.
 ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                           ffi::Buffer<ffi::S8> w, ffi::Buffer<ffi::F32> scale,
                           ffi::ResultBuffer<ffi::F32> y) {
@@ -233,12 +348,17 @@ ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     return ffi::Error::InvalidArgument(
         "int8_matmul takes x [R, K], w [M, K] and scale [M]");
   }
+  const Int8Path* path = ChooseInt8Path();
+  if (path == nullptr) {
+    return ffi::Error::InvalidArgument(
+        "GEMMA_STUDIO_INT8_PATH names no int8 path this CPU runs");
+  }
   const Product product = {x.typed_data(), w.typed_data(), scale.typed_data(),
                            y->typed_data(), xd[0], wd[0], xd[1]};
   int64_t chunk = std::max<int64_t>(8, (int64_t(1) << 16) / std::max<int64_t>(xd[1], 1));
   chunk += (-chunk) & 7;  // a multiple of the widest tile
   ParallelFor(pool, (wd[0] + chunk - 1) / chunk, [&](int64_t c) {
-    OutputRange(product, c * chunk, std::min(c * chunk + chunk, wd[0]));
+    path->run(product, c * chunk, std::min(c * chunk + chunk, wd[0]));
   });
   return ffi::Error::Success();
 }
@@ -500,6 +620,14 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(LogitStats, LogitStatsImpl,
 // jax.ffi.register_ffi_target takes.
 namespace {
 
+// The int8 products' path on this CPU and environment, by name (None: the environment
+// names a path this CPU does not run).
+PyObject* Int8PathName(PyObject*, PyObject*) {
+  const Int8Path* path = ChooseInt8Path();
+  if (path == nullptr) Py_RETURN_NONE;
+  return PyUnicode_FromString(path->name);
+}
+
 PyObject* Handlers(PyObject*, PyObject*) {
   return Py_BuildValue(
       "{s:N,s:N,s:N}", "int8_matmul",
@@ -512,6 +640,7 @@ PyObject* Handlers(PyObject*, PyObject*) {
 
 PyMethodDef kMethods[] = {
     {"handlers", Handlers, METH_NOARGS, "The XLA FFI handlers, by name."},
+    {"int8_path", Int8PathName, METH_NOARGS, "The int8 products' path, by name."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_cpu_kernels",

@@ -15,6 +15,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+# The int8 product's code paths, fastest first: "avx512" and "avx2" in an x86-64
+# build, "portable" elsewhere. A CPU runs the first it can, or the one this environment
+# variable names (read at every call); all give the same bits.
+INT8_PATHS = ("avx512", "avx2", "portable")
+INT8_PATH_VARIABLE = "GEMMA_STUDIO_INT8_PATH"
+
 _INT8_MATMUL = "gemma_studio_int8_matmul"
 _LOGIT_STATS = "gemma_studio_logit_stats"
 _DECODE_ATTENTION = "gemma_studio_decode_attention"
@@ -26,8 +32,7 @@ _TARGETS = {
 }
 
 
-@functools.cache
-def _register() -> None:
+def _extension():
     try:
         from model_service import _cpu_kernels
     except ImportError as error:
@@ -36,15 +41,31 @@ def _register() -> None:
             "install`, or `pip install -e .`), which compiles "
             "model_service/cpu_kernels.cc"
         ) from error
-    for name, handler in _cpu_kernels.handlers().items():
+    return _cpu_kernels
+
+
+@functools.cache
+def _register() -> None:
+    for name, handler in _extension().handlers().items():
         jax.ffi.register_ffi_target(_TARGETS[name], handler, platform="cpu")
+
+
+def int8_path() -> str | None:
+    """The code path `int8_matmul` takes on this CPU now (one of `INT8_PATHS`).
+
+    The fastest the CPU runs, or the one the environment variable
+    `INT8_PATH_VARIABLE` names (`avx2` on an AVX-512 host, to check that path); None
+    when it names a path this CPU does not run (the product then fails).
+    """
+    return _extension().int8_path()
 
 
 def int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array:
     """x [R, K] times int8 `values` [M, K] transposed, column m times `scale[m]`.
 
-    Computed in float32, each output the same way whatever R is: a row's result does
-    not depend on the other rows.
+    Computed in float32, each output in one fixed order whatever R is and whichever
+    path (`int8_path`) runs: a row's result does not depend on the other rows, nor on
+    the CPU's instruction set.
 
     Args:
         x: activations, [R, K] (cast to float32).

@@ -5,12 +5,27 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model_service.cpu_kernels import decode_attention, int8_matmul, logit_stats
+from model_service.cpu_kernels import (
+    INT8_PATH_VARIABLE,
+    INT8_PATHS,
+    decode_attention,
+    int8_matmul,
+    int8_path,
+    logit_stats,
+)
 
 # (rows, outputs, depth): odd sizes leave tails in every direction the kernel tiles
-# (rows by four, outputs by eight and two, depth by eight); 5000 x 640 is split
-# between threads.
-SHAPES = [(1, 8, 16), (3, 7, 13), (5, 33, 40), (4, 5000, 640), (32, 96, 2048)]
+# (rows by four, outputs by eight, four, two and one, depth by 16); 5000 x 640 is
+# split between threads.
+SHAPES = [
+    (1, 8, 16),
+    (3, 7, 13),
+    (5, 33, 40),
+    (1, 19, 128),
+    (4, 5000, 640),
+    (37, 70, 203),
+    (32, 96, 2048),
+]
 
 
 def operands(rows: int, outputs: int, depth: int, seed: int = 0):
@@ -44,6 +59,35 @@ def test_each_row_comes_out_as_it_does_alone(shape) -> None:
     for row in range(x.shape[0]):
         alone = np.asarray(int8_matmul(x[row : row + 1], values, scale))
         np.testing.assert_array_equal(together[row : row + 1], alone)
+
+
+def test_it_takes_the_fastest_path_this_cpu_runs() -> None:
+    assert int8_path() in INT8_PATHS
+
+
+def test_every_path_this_cpu_runs_gives_the_same_bits(monkeypatch) -> None:
+    """Hosts differ (AVX-512 here, AVX2 on many), tokens must not: each path this
+    CPU runs, forced by the environment, on every shape."""
+    results = {}
+    for path in INT8_PATHS:
+        monkeypatch.setenv(INT8_PATH_VARIABLE, path)
+        if int8_path() == path:
+            results[path] = [
+                np.asarray(int8_matmul(*operands(*shape, seed=2))) for shape in SHAPES
+            ]
+
+    first, *others = results.values()  # the build's own path at least
+    for other in others:
+        for a, b in zip(first, other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_it_refuses_a_path_this_cpu_does_not_run(monkeypatch) -> None:
+    monkeypatch.setenv(INT8_PATH_VARIABLE, "sse1")
+
+    assert int8_path() is None
+    with pytest.raises(Exception, match=INT8_PATH_VARIABLE):
+        jax.block_until_ready(int8_matmul(*operands(1, 8, 16)))
 
 
 def test_it_refuses_operands_that_do_not_fit() -> None:
