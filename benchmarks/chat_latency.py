@@ -1,5 +1,9 @@
 """Chat latency: from "send" to the first token painted in a real browser.
 
+Needs what `make install` sets up (the `dev` extra's Playwright and Debian's
+Chromium, installed as root), nothing more:
+
+    make install
     .venv/bin/python benchmarks/chat_latency.py [--model gemma3-270m] [--messages 20]
 
 Starts the whole system on its own (a private Redis, a fresh SQLite database, Daphne,

@@ -1,5 +1,8 @@
 """Decode speed of our engine against llama.cpp on the same Gemma 3 270M GGUF file.
 
+Needs llama-cpp-python (the `bench` extra), which compiles llama.cpp for this CPU:
+
+    make bench                                   # once: minutes on 2 cores
     .venv/bin/python benchmarks/decode.py [--quantize int8|none] [--runs 3]
 
 Both run greedy on the same 200 prompt token ids and make 128 new tokens, 3 runs each,
@@ -12,7 +15,7 @@ a different machine. Reported as medians:
 - decode tokens/s at batch 1;
 - aggregate decode tokens/s with 8 concurrent streams (ours: one batch of 8 rows;
   llama.cpp's figure is its single-stream decode, as the issue asks);
-- peak resident memory of each process.
+- peak resident memory of each process (its own VmHWM).
 
 The last line is exactly `decode_b1_ratio=X streams8_ratio=Y prefill_ratio=Z`
 (ours divided by llama.cpp's). llama.cpp is `llama-cpp-python` with 2 threads. Ours
@@ -24,9 +27,10 @@ Never run inside the test suite: speed lives here, not in timed asserts.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import resource
+import re
 import statistics
 import subprocess
 import sys
@@ -56,7 +60,10 @@ def prompt_ids(length: int) -> list[int]:
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory. (Not ru_maxrss: a child started by fork
+    and exec keeps its parent's high-water mark there.)"""
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmHWM:\s+(\d+) kB", status)[1]) / 1024
 
 
 # Our engine -------------------------------------------------------------------------
@@ -68,14 +75,12 @@ class Ours:
     def __init__(self, job: dict) -> None:
         import jax
 
-        from model_service.quantize import quantize_params
         from model_service.registry import load_model
         from model_service.sampler import Sampler
 
-        model = load_model("gemma3-270m")
+        # int8: as the generation worker loads them on a CPU
+        model = load_model("gemma3-270m", quantize=job["quantize"])
         config, params = model.config, model.params
-        if job["quantize"] == "int8":  # as the generation worker keeps them on a CPU
-            params = quantize_params(params)
         self.prompt, self.new_tokens = job["prompt"], job["new_tokens"]
         max_length = len(self.prompt) + self.new_tokens
         self.samplers = {
@@ -249,6 +254,8 @@ def main() -> None:
     if args.child:
         serve(args.child)
         return
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise SystemExit("llama-cpp-python is not installed: run `make bench` first")
 
     job = {
         "prompt": prompt_ids(args.prompt_tokens),
