@@ -2,7 +2,7 @@
 
 The four pieces (as in gemma's `gm.text` sampler):
 
-- policies and settings: `model_service.sampling`;
+- settings and the batched draw of next tokens: `model_service.sampling`;
 - `Sampler.prefill`: runs a prompt through the model into a one-row cache, in passes
   of a few fixed sizes (`prefill_passes`) so that new prompt lengths do not compile new
   programs and little of each pass is padding;
@@ -18,6 +18,11 @@ The four pieces (as in gemma's `gm.text` sampler):
 Randomness: a request's integer seed becomes a key at `start`; the token at step `i`
 is drawn with `fold_in(key, i)`, so a request samples the same tokens whatever else
 shares its batch.
+
+Log-probabilities: by default each token comes with the model's own log-probability
+of it (what the worker reports); with `sampled_logprobs=True`, with its
+log-probability under the distribution it was drawn from, after temperature, top-k
+and top-p (what REINFORCE needs of its samples).
 """
 
 from __future__ import annotations
@@ -112,6 +117,8 @@ class Sampler:
         max_length: positions a row may hold (prompt and answer); default
             min(config.max_seq_len, DEFAULT_MAX_LENGTH).
         dtype: activations and cache; default `default_dtype()`.
+        sampled_logprobs: return each token's log-probability under the distribution
+            it was drawn from (0 for greedy rows), not the model's own.
     """
 
     def __init__(
@@ -122,8 +129,10 @@ class Sampler:
         max_batch: int = 1,
         max_length: int | None = None,
         dtype: jnp.dtype | None = None,
+        sampled_logprobs: bool = False,
     ) -> None:
         self.config = config
+        self.sampled_logprobs = sampled_logprobs
         self.dtype = dtype or default_dtype()
         # Weights are read at every step: keep them in the activations' dtype (bf16
         # on accelerators) rather than cast them on every read.
@@ -226,13 +235,18 @@ class Sampler:
             jnp.float32(params.temperature),
             jnp.int32(params.top_k or 0),
             jnp.float32(params.top_p or 1.0),
+            sampled_logprobs=self.sampled_logprobs,
         )
         return state, int(token), float(logprob)
 
     def step(self, state: DecodeState) -> tuple[DecodeState, list[int], list[float]]:
         """Decodes one token for every row (free rows produce ignored tokens)."""
         state, tokens, logprobs = step_fn(
-            self.params, state, config=self.config, dtype=self.dtype
+            self.params,
+            state,
+            config=self.config,
+            dtype=self.dtype,
+            sampled_logprobs=self.sampled_logprobs,
         )
         return state, tokens.tolist(), logprobs.tolist()
 
@@ -256,19 +270,31 @@ class Sampler:
     def generate(
         self,
         prompts: Sequence[Sequence[int]],
-        params: SamplingParams,
+        params: SamplingParams | Sequence[SamplingParams],
         tokenizer: Any,
     ) -> list[Generation]:
-        """Samples an answer for each prompt, all in one batch, to the end."""
+        """Samples an answer for each prompt, all in one batch, to the end.
+
+        Args:
+            prompts: token ids; a prompt given several times is prefilled once.
+            params: the settings of every prompt, or of each (e.g. its own seed).
+            tokenizer: for the answers' text and end tokens.
+        """
         if len(prompts) > self.max_batch:
             raise ValueError(f"{len(prompts)} prompts, but max_batch={self.max_batch}")
+        if isinstance(params, SamplingParams):
+            params = [params] * len(prompts)
+        if len(params) != len(prompts):
+            raise ValueError(f"{len(params)} settings for {len(prompts)} prompts")
         state = self.init_state()
+        prefilled: dict[tuple[int, ...], Prefilled] = {}
         rows: dict[int, Generation] = {}
-        for slot, prompt in enumerate(prompts):
-            generation = Generation(tokenizer, params, len(prompt), self.max_length)
-            state, token, logprob = self.start(
-                state, slot, self.prefill(prompt), params
-            )
+        for slot, (prompt, settings) in enumerate(zip(prompts, params, strict=True)):
+            key = tuple(prompt)
+            if key not in prefilled:
+                prefilled[key] = self.prefill(prompt)
+            generation = Generation(tokenizer, settings, len(prompt), self.max_length)
+            state, token, logprob = self.start(state, slot, prefilled[key], settings)
             generation.accept(token, logprob)
             rows[slot] = generation
         while any(not g.finished for g in rows.values()):
@@ -335,7 +361,7 @@ def project(params: Any, hidden: jax.Array, config: TransformerConfig) -> jax.Ar
     return modules.soft_cap(logits, config.final_logit_soft_cap)
 
 
-@functools.partial(jax.jit, donate_argnums=(0,))
+@functools.partial(jax.jit, donate_argnums=(0,), static_argnames=("sampled_logprobs",))
 def start_fn(
     state: DecodeState,
     row_cache: kv_cache.Cache,
@@ -346,6 +372,8 @@ def start_fn(
     temperature: jax.Array,
     top_k: jax.Array,
     top_p: jax.Array,
+    *,
+    sampled_logprobs: bool = False,
 ) -> tuple[DecodeState, jax.Array, jax.Array]:
     """Copies a prefilled row into `slot` and samples its first token."""
     cache = jax.tree.map(
@@ -360,6 +388,7 @@ def start_fn(
         temperature[None],
         top_k[None],
         top_p[None],
+        sampled_logprobs=sampled_logprobs,
     )
     state = state.replace(
         cache=cache,
@@ -374,13 +403,18 @@ def start_fn(
     return state, token[0], logprob[0]
 
 
-@functools.partial(jax.jit, donate_argnums=(1,), static_argnames=("config", "dtype"))
+@functools.partial(
+    jax.jit,
+    donate_argnums=(1,),
+    static_argnames=("config", "dtype", "sampled_logprobs"),
+)
 def step_fn(
     params: Any,
     state: DecodeState,
     *,
     config: TransformerConfig,
     dtype: jnp.dtype,
+    sampled_logprobs: bool = False,
 ) -> tuple[DecodeState, jax.Array, jax.Array]:
     """One token for every row; free rows (position -1) write nothing."""
     out = Transformer(config=config, dtype=dtype).apply(
@@ -396,6 +430,7 @@ def step_fn(
         state.temperature,
         state.top_k,
         state.top_p,
+        sampled_logprobs=sampled_logprobs,
     )
     active = state.positions >= 0
     state = state.replace(
@@ -427,8 +462,14 @@ def sample(
     temperature: jax.Array,  # [B]
     top_k: jax.Array,  # [B]
     top_p: jax.Array,  # [B]
+    *,
+    sampled_logprobs: bool = False,
 ) -> tuple[jax.Array, jax.Array]:
     """Next tokens [B] and their log-probs [B]; each row with its own settings and key.
+
+    The log-probs are the model's own (log-softmax of the logits at the token), or
+    with `sampled_logprobs` those of the distribution each token was drawn from
+    (`sample_rows`; 0 for greedy rows).
 
     A batch of greedy rows only pays for an argmax: the sampling branch runs only when
     some row samples.
@@ -437,7 +478,7 @@ def sample(
         lambda k, s: jax.random.fold_in(jax.random.wrap_key_data(k), s)
     )(keys, steps)
 
-    def sampled(logits: jax.Array) -> jax.Array:
+    def sampled(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
         return sample_rows(
             logits,
             step_keys,
@@ -447,8 +488,15 @@ def sample(
             max_top_k=MAX_TOP_K,
         )
 
+    def greedy(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return best, jnp.zeros(best.shape, jnp.float32)
+
     best, logsumexp = logit_stats(logits)
-    tokens = jax.lax.cond(jnp.any(temperature > 0), sampled, lambda _: best, logits)
+    tokens, drawn_logprobs = jax.lax.cond(
+        jnp.any(temperature > 0), sampled, greedy, logits
+    )
+    if sampled_logprobs:
+        return tokens, drawn_logprobs
     chosen = jnp.take_along_axis(logits, tokens[:, None], axis=-1)[:, 0]
     return tokens, chosen - logsumexp
 

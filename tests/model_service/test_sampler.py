@@ -5,12 +5,15 @@ import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
+import scipy.special
+import scipy.stats
 
 from model_service.quantize import quantize_params
 from model_service.registry import load_model
 from model_service.sampler import ContextTooLong, Generation, Sampler, prefill_fn
-from model_service.sampling import SamplingParams
+from model_service.sampling import MAX_TOP_K, SamplingParams, sample_rows
 from model_service.transformer import Transformer
 
 MAX_LENGTH = 64
@@ -220,3 +223,108 @@ def test_it_runs_int8_weights_close_to_the_float_model(model) -> None:
     params = SamplingParams(max_new_tokens=4)
     [answer] = sampler.generate([prompt_of(model, "Hi")], params, model.tokenizer)
     assert len(answer.token_ids) == 4
+
+
+# The log-probs of the distribution sampled from (what REINFORCE needs) -------------
+
+
+def drawn_logprob(logits: np.ndarray, token: int, temperature, top_k, top_p) -> float:
+    """log q(token), q = softmax(logits / temperature) kept to top-k and top-p and
+    renormalized, from a sort of the vocabulary (numpy, float64). Top-k and top-p
+    choose among the MAX_TOP_K most likely tokens, as documented."""
+    scaled = logits.astype(np.float64) / temperature
+    kept = np.argsort(-scaled, kind="stable")[: top_k or MAX_TOP_K]
+    probs = np.exp(scaled[kept] - scaled[kept].max())
+    probs /= probs.sum()
+    kept = kept[np.cumsum(probs) - probs < top_p]
+    assert token in kept
+    return float(scaled[token] - scipy.special.logsumexp(scaled[kept]))
+
+
+def test_sampled_rows_come_with_the_log_probs_of_their_distribution() -> None:
+    # Zipf-like rows: at temperature 2 and top-p 0.5, a nucleus of some 24 tokens.
+    rng = np.random.default_rng(0)
+    settings = [(2.0, 0, 0.5), (2.0, 5, 1.0), (0.7, 0, 1.0), (0.0, 0, 1.0)]
+    rows = 50 * len(settings)
+    ranks = rng.permuted(np.tile(np.arange(1000.0), (rows, 1)), axis=1)
+    logits = -2.0 * np.log(1.0 + ranks)
+    temperature, top_k, top_p = (
+        np.asarray(s * 50) for s in zip(*settings, strict=True)
+    )
+
+    tokens, logprobs = jax.jit(sample_rows, static_argnames="max_top_k")(
+        jnp.asarray(logits, jnp.float32),
+        jax.random.split(jax.random.key(0), rows),
+        temperature=jnp.asarray(temperature, jnp.float32),
+        top_k=jnp.asarray(top_k, jnp.int32),
+        top_p=jnp.asarray(top_p, jnp.float32),
+        max_top_k=MAX_TOP_K,
+    )
+
+    for row in range(rows):
+        token, settings_of_row = int(tokens[row]), settings[row % len(settings)]
+        if settings_of_row[0] == 0.0:  # greedy: the argmax, with certainty
+            assert token == int(np.argmax(logits[row])) and logprobs[row] == 0.0
+            continue
+        want = drawn_logprob(logits[row], token, *settings_of_row)
+        assert float(logprobs[row]) == pytest.approx(want, abs=1e-4)
+
+
+def test_rows_without_top_k_or_top_p_are_drawn_from_the_whole_vocabulary() -> None:
+    # 600 tokens (more than the 256 a cut would keep), drawn 30,000 times.
+    logits = np.random.default_rng(1).normal(size=600).astype(np.float32)
+    draws = 30_000
+    tokens, logprobs = jax.jit(sample_rows, static_argnames="max_top_k")(
+        jnp.tile(jnp.asarray(logits), (draws, 1)),
+        jax.random.split(jax.random.key(1), draws),
+        temperature=jnp.full((draws,), 1.5, jnp.float32),
+        top_k=jnp.zeros((draws,), jnp.int32),
+        top_p=jnp.ones((draws,), jnp.float32),
+        max_top_k=MAX_TOP_K,
+    )
+
+    want = scipy.special.log_softmax(logits.astype(np.float64) / 1.5)
+    np.testing.assert_allclose(logprobs, want[np.asarray(tokens)], atol=1e-5)
+    counts = np.bincount(np.asarray(tokens), minlength=600)
+    assert scipy.stats.chisquare(counts, draws * np.exp(want)).pvalue > 1e-3
+
+
+def test_the_sampler_returns_the_log_probs_it_sampled_with_when_asked(
+    model, sampler
+) -> None:
+    prompt = prompt_of(model, "The quick brown fox")
+    params = SamplingParams(temperature=2.0, seed=5, max_new_tokens=6)
+    drawn = Sampler(
+        model.config, model.params, max_batch=2, max_length=MAX_LENGTH,
+        sampled_logprobs=True,
+    )  # fmt: skip
+
+    [answer] = drawn.generate([prompt], params, model.tokenizer)
+    [as_served] = sampler.generate([prompt], params, model.tokenizer)
+
+    # The answer's teacher-forced logits, from one full forward pass.
+    ids = prompt + answer.token_ids
+    tokens = (
+        jnp.zeros((1, MAX_LENGTH), jnp.int32).at[0, : len(ids)].set(jnp.asarray(ids))
+    )
+    positions = jnp.where(jnp.arange(MAX_LENGTH) < len(ids), jnp.arange(MAX_LENGTH), -1)
+    logits = full_forward(model.config)(
+        {"params": model.params}, tokens, positions[None]
+    ).logits[0, len(prompt) - 1 : len(ids) - 1]
+    picked = jnp.asarray(answer.token_ids)[:, None]
+    tempered = jnp.take_along_axis(jax.nn.log_softmax(logits / 2.0), picked, -1)
+    own = jnp.take_along_axis(jax.nn.log_softmax(logits), picked, -1)
+    assert as_served.token_ids == answer.token_ids
+    np.testing.assert_allclose(answer.logprobs, tempered[:, 0], atol=1e-4)
+    np.testing.assert_allclose(as_served.logprobs, own[:, 0], atol=1e-4)
+
+
+def test_it_samples_each_prompt_with_its_own_settings(model, sampler) -> None:
+    prompt = prompt_of(model, "Same prompt")
+    seeds = [SamplingParams(temperature=1.0, seed=s, max_new_tokens=5) for s in (1, 2)]
+
+    first, second = sampler.generate([prompt, prompt], seeds, model.tokenizer)
+    [alone] = sampler.generate([prompt], seeds[1], model.tokenizer)
+
+    assert first.token_ids != second.token_ids
+    assert second.token_ids == alone.token_ids
