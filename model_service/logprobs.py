@@ -57,15 +57,17 @@ def token_logprobs(
     mask: jax.Array | None = None,  # [B, T]
     *,
     final_logit_soft_cap: float | None = None,
+    temperature: float = 1.0,
     chunk: int = CHUNK,
 ) -> jax.Array:  # [B, T] float32
     """log p(targets[b, t] | the prefix that gave hidden[b, t]), a chunk at a time.
 
-    Equal to `log_softmax(soft_cap(hidden @ embedding.T))` picked at the targets, in
-    float32, but with at most about `chunk` positions' logits alive in the forward
-    pass and in the backward pass. Only masked-in positions cost anything: each row's
-    are moved to its front, and chunks with none of them are skipped (an SFT batch's
-    prompts and padding, often half its positions, never meet the vocabulary).
+    Equal to `log_softmax(soft_cap(hidden @ embedding.T) / temperature)` picked at
+    the targets, in float32, but with at most about `chunk` positions' logits alive
+    in the forward pass and in the backward pass. Only masked-in positions cost
+    anything: each row's are moved to its front, and chunks with none of them are
+    skipped (an SFT batch's prompts and padding, often half its positions, never meet
+    the vocabulary).
 
     Args:
         hidden: final hidden states (`hidden_states`).
@@ -74,6 +76,8 @@ def token_logprobs(
             next input token).
         mask: where false (or 0) the result is 0 and no gradient flows; None keeps all.
         final_logit_soft_cap: the config's soft cap of the output logits.
+        temperature: the logits are divided by it (the distribution a sampler at
+            this temperature draws from).
         chunk: positions per chunk (over all rows of the batch together).
 
     Returns:
@@ -106,7 +110,7 @@ def token_logprobs(
                 embedding.astype(h.dtype),
                 preferred_element_type=jnp.float32,
             )
-            logits = soft_cap(logits, final_logit_soft_cap)
+            logits = soft_cap(logits, final_logit_soft_cap) / temperature
             picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
             return picked - jax.nn.logsumexp(logits, axis=-1)
 
@@ -132,6 +136,7 @@ def sequence_logprobs(
     mask: jax.Array,  # [B, T]
     *,
     dtype: jnp.dtype = jnp.float32,
+    temperature: float = 1.0,
 ) -> jax.Array:  # [B, T] float32
     """`token_logprobs` of a forward pass: the model's log p(targets) at each position.
 
@@ -144,6 +149,7 @@ def sequence_logprobs(
             input id).
         mask: which positions count; the others give 0.
         dtype: the activations' dtype.
+        temperature: the logits are divided by it.
 
     Returns:
         The log-probabilities in float32, 0 where masked.
@@ -155,4 +161,5 @@ def sequence_logprobs(
         targets,
         mask,
         final_logit_soft_cap=config.final_logit_soft_cap,
+        temperature=temperature,
     )

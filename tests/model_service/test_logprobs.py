@@ -39,7 +39,7 @@ def batch():
     return tokens, positions, targets, mask
 
 
-def chunked_logprobs(config, params, tokens, positions, targets, mask):
+def chunked_logprobs(config, params, tokens, positions, targets, mask, temperature=1.0):
     """With chunks of 4 positions: two of each row's, five chunks, the last two with
     nothing to compute."""
     return token_logprobs(
@@ -48,22 +48,31 @@ def chunked_logprobs(config, params, tokens, positions, targets, mask):
         targets,
         mask,
         final_logit_soft_cap=config.final_logit_soft_cap,
+        temperature=temperature,
         chunk=4,
     )
 
 
-def full_logprobs(config, params, tokens, positions, targets, mask):
+def full_logprobs(config, params, tokens, positions, targets, mask, temperature=1.0):
     logits = Transformer(config=config).apply({"params": params}, tokens, positions)
-    logprobs = jax.nn.log_softmax(logits.logits, axis=-1)
+    logprobs = jax.nn.log_softmax(logits.logits / temperature, axis=-1)
     picked = jnp.take_along_axis(logprobs, targets[..., None], axis=-1)[..., 0]
     return jnp.where(mask, picked, 0.0)
 
 
-@pytest.mark.parametrize("soft_cap", [None, 3.0])
-def test_chunked_logprobs_equal_a_full_log_softmax(params, batch, soft_cap) -> None:
+@pytest.mark.parametrize(
+    "soft_cap, temperature", [(None, 1.0), (3.0, 1.0), (None, 0.7)]
+)
+def test_chunked_logprobs_equal_a_full_log_softmax(
+    params, batch, soft_cap, temperature
+) -> None:
     config = small_config(final_logit_soft_cap=soft_cap)
-    chunked = jax.jit(chunked_logprobs, static_argnums=0)(config, params, *batch)
-    full = jax.jit(full_logprobs, static_argnums=0)(config, params, *batch)
+    chunked = jax.jit(chunked_logprobs, static_argnums=(0, 6))(
+        config, params, *batch, temperature
+    )
+    full = jax.jit(full_logprobs, static_argnums=(0, 6))(
+        config, params, *batch, temperature
+    )
     np.testing.assert_allclose(chunked, full, rtol=1e-5, atol=1e-5)
     assert np.all(np.asarray(chunked)[~batch[3]] == 0.0)
 
