@@ -14,25 +14,31 @@ from __future__ import annotations
 import math
 
 from django.core.cache import cache
-from django.db.models import F
+from django.db.models import F, QuerySet
 
 from webapp.evals import data, stats
-from webapp.ratings.models import Campaign, Item
+from webapp.ratings.models import Campaign, Item, Rating
 
 # A category's interval width is recomputed at most this often per campaign.
 WIDTH_CACHE_SECONDS = 30
 
 
+def queue_ratings(**where) -> QuerySet[Rating]:
+    """The ratings the queue hands places out for: of every kind of rater (people,
+    simulated raters, judges rating through it), swapped repeats and gold apart."""
+    return data.counted(Rating.objects.filter(**where))
+
+
 def category_ci_width(campaign_id: int, category: str) -> float:
-    """The width of the category's win-rate interval (human, counted ratings),
-    cached for `WIDTH_CACHE_SECONDS`; infinite, and not cached, while fewer than two
-    of its prompts are rated: a bootstrap over one prompt cannot tell how much
-    prompts differ."""
+    """The width of the category's win-rate interval, cached for
+    `WIDTH_CACHE_SECONDS`; infinite, and not cached, while fewer than two of its
+    prompts are rated: a bootstrap over one prompt cannot tell how much prompts
+    differ."""
     key = f"evals:ci-width:{campaign_id}:{category}"
     width = cache.get(key)
     if width is None:
-        found = data.counted(data.ratings(campaign_id)).filter(
-            item__prompt__category=category
+        found = queue_ratings(
+            item__campaign_id=campaign_id, item__prompt__category=category
         )
         wins, ties, losses = data.prompt_counts(found)
         if len(wins) < 2:
@@ -50,11 +56,7 @@ def after_rating(item_id: int) -> bool:
     campaign: Campaign = item.campaign
     if not campaign.adaptive or item.gold:
         return False
-    scores = list(
-        data.counted(data.ratings(campaign.pk))
-        .filter(item_id=item_id)
-        .values_list("score", flat=True)
-    )
+    scores = list(queue_ratings(item_id=item_id).values_list("score", flat=True))
     if not stats.needs_another_rating(
         scores,
         k_min=campaign.k_min,
