@@ -82,3 +82,19 @@ def test_the_sft_loss_of_a_model_that_knows_nothing(small_model: Path) -> None:
     assert float(sums["weight"]) == model_tokens
     assert float(loss) == pytest.approx(model_tokens * math.log(vocab), rel=1e-6)
     assert float(objective.summarize(sums)["loss"]) == pytest.approx(math.log(vocab))
+
+
+def test_the_losses_in_bfloat16_are_those_in_float32(small_model: Path) -> None:
+    """Activations in bfloat16 (what `dtype: auto` picks on GPU/TPU hosts), weights
+    and log-probs in float32: the same loss to bfloat16's precision."""
+    model = load_model(small_model)
+    conversation = {"prompt": "the cat sat on", "completion": "the mat, the dog"}
+    batch = collate([encode(model.tokenizer, 64, conversation)], 1, 64)
+    losses = [
+        jax.jit(SFTObjective(model.config, dtype).loss)(
+            model.params, batch, jax.random.key(0)
+        )[0]
+        for dtype in (jnp.float32, jnp.bfloat16)
+    ]
+    assert float(losses[1]) == pytest.approx(float(losses[0]), rel=2e-2)
+    assert float(losses[1]) != float(losses[0])  # bfloat16 did run
