@@ -202,7 +202,9 @@ def live_url(django_db_setup, live_celery_worker, generation_worker) -> Iterator
 
 def make_user(username: str, *groups: str, **fields) -> User:
     user = User.objects.create_user(username=username, password="pw", **fields)
-    user.groups.add(*Group.objects.filter(name__in=groups))
+    # Created if missing: a transactional test's flush deletes the groups that the
+    # migrations made, and every transactional test after it would get none.
+    user.groups.add(*(Group.objects.get_or_create(name=name)[0] for name in groups))
     return user
 
 
