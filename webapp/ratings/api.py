@@ -78,14 +78,15 @@ def uses_key(request: HttpRequest) -> bool:
 
 
 def json_api(method: str, *, raters_only: bool = True):
-    """Auth (session with CSRF, or a Bearer key), method and error JSON for a view."""
+    """Auth (session with CSRF, or a Bearer key), method and error JSON for a view
+    (which gets the URL's keyword arguments)."""
 
     def decorator(view):
         @login_not_required
         @csrf_exempt
         @never_cache
         @wraps(view)
-        def guarded(request: HttpRequest) -> JsonResponse:
+        def guarded(request: HttpRequest, **kwargs) -> JsonResponse:
             if request.method != method:
                 return error(405, f"Use {method}.")
             if uses_key(request):
@@ -104,7 +105,7 @@ def json_api(method: str, *, raters_only: bool = True):
             if raters_only and not is_rater(request.user):
                 return error(403, "This API is for raters.")
             try:
-                return view(request)
+                return view(request, **kwargs)
             except BadInput as exc:
                 return error(400, str(exc))
             except queue.TaskError as exc:
