@@ -8,6 +8,8 @@ urlpatterns = [
     # /rate/, /api/rate/..., /ratings/...
     path("", include("webapp.ratings.urls")),
     path("evals/", include("webapp.evals.urls")),
+    # /runs/..., /models/..., /api/models/<name>/score
+    path("", include("webapp.runs.urls")),
     # OpenAI clients expect /v1/... at the root of the base URL.
     path("", include("webapp.api.urls")),
     path("admin/", admin.site.urls),
