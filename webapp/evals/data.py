@@ -15,10 +15,22 @@ Which ratings count where:
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import numpy as np
-from django.db.models import Count, Max, Q, QuerySet
-from django.db.models.functions import Length
+from django.db import connections
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    FloatField,
+    Max,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
+from django.db.models.functions import Coalesce, Length
 
 from webapp.ratings.models import Item, Rater, Rating
 
@@ -129,48 +141,72 @@ def campaign_items(campaign_id: int) -> Items:
     )
 
 
+SCORES = np.arange(-3, 4)
+SIDES = ("a", "b")  # answer A shown on the left, on the right
+# Conditional counts of one GROUP BY item: each score with A shown on each side.
+SCORE_COUNTS = {
+    f"{side}{score + 3}": Count("pk", filter=Q(left=side, score=score))
+    for side in SIDES
+    for score in SCORES.tolist()
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class Counts:
-    """Counted ratings of a campaign, one row per (item, side shown, score, rater
-    group) with how many ratings it stands for."""
+    """Counted ratings of a campaign, one row per item and rater group: how many
+    ratings gave each score with answer A shown on the left, and on the right."""
 
     item: np.ndarray  # [R] position in the campaign's `Items`
-    model_left: np.ndarray  # [R] bool: answer A (the model under test) shown left
-    score: np.ndarray  # [R] from answer A's side
     group: np.ndarray  # [R] position in `groups`
     groups: list[str]
-    count: np.ndarray  # [R]
+    scores: np.ndarray  # [R, 2, 7]: [row, A left / A right, score + 3]
 
     def rows(self, keep: np.ndarray) -> Counts:
         """The rows where `keep` is true."""
-        return dataclasses.replace(self, **{f: getattr(self, f)[keep] for f in _ROWS})
+        return dataclasses.replace(
+            self, item=self.item[keep], group=self.group[keep], scores=self.scores[keep]
+        )
 
     def of_group(self, name: str) -> Counts:
         code = self.groups.index(name) if name in self.groups else -1
         return self.rows(self.group == code)
 
+    @property
+    def n_ratings(self) -> int:
+        return int(self.scores.sum())
 
-_ROWS = ("item", "model_left", "score", "group", "count")
+
+def outcomes(scores: np.ndarray) -> np.ndarray:
+    """[..., 3] wins, ties and losses of the model under test, from [..., 7] counts
+    of each score."""
+    return np.stack(
+        [scores[..., 4:].sum(-1), scores[..., 3], scores[..., :3].sum(-1)], axis=-1
+    )
+
+
+def each_rating(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each rating counted in [R, 7] score counts as (its row, its score)."""
+    n = scores.ravel()
+    rows = np.repeat(np.arange(scores.shape[0]), scores.shape[1])
+    return np.repeat(rows, n), np.repeat(np.tile(SCORES, scores.shape[0]), n)
 
 
 def campaign_counts(campaign_id: int, items: Items) -> Counts:
     """The campaign's counted ratings of every rater group, by one GROUP BY."""
     rows = (
         counted(Rating.objects.filter(item__campaign_id=campaign_id))
-        .values("item_id", "left", "score", "rater__kind")
-        .annotate(n=Count("pk"))
+        .values("item_id", "rater__kind")
+        .annotate(**SCORE_COUNTS)
         .order_by()
-        .values_list("item_id", "left", "score", "rater__kind", "n")
+        .values_list("item_id", "rater__kind", *SCORE_COUNTS)
     )
-    item, left, score, kind, count = columns(rows, 5)
+    item, kind, *scores = columns(rows, 2 + len(SCORE_COUNTS))
     groups, group = codes([GROUP_OF_KIND[k] for k in kind])
     return Counts(
         item=items.positions(np.asarray(item, dtype=np.int64)),
-        model_left=np.asarray(left) == "a",
-        score=np.asarray(score, dtype=np.int64),
         group=group,
         groups=groups,
-        count=np.asarray(count, dtype=np.int64),
+        scores=np.asarray(scores, dtype=np.int64).T.reshape(-1, 2, len(SCORES)),
     )
 
 
@@ -190,20 +226,82 @@ class PerRating:
 def human_ratings(campaign_id: int, items: Items) -> PerRating:
     rows = (
         ratings(campaign_id)
-        .order_by("pk")
-        .values_list(
-            "rater_id", "item_id", "score", "left", "active_seconds", "gold", "repeat"
+        .order_by()
+        .values(
+            rating_pk=F("pk"),
+            rater_pk=F("rater_id"),
+            item_pk=F("item_id"),
+            points=F("score"),
+            model_left=Case(When(left="a", then=Value(True)), default=Value(False)),
+            seconds=Coalesce(
+                "active_seconds", Value(math.nan), output_field=FloatField()
+            ),
+            is_gold=F("gold"),
+            is_repeat=F("repeat"),
         )
     )
-    rater, item, score, left, seconds, gold, repeat = columns(rows, 7)
+    found = fetch_columns(
+        rows,
+        {"rating_pk": "i8", "rater_pk": "i8", "item_pk": "i8", "points": "i2",
+         "model_left": "bool", "seconds": "f8", "is_gold": "bool", "is_repeat": "bool"},
+    )  # fmt: skip
+    oldest_first = np.argsort(found["rating_pk"], kind="stable")
+    found = {name: column[oldest_first] for name, column in found.items()}
     return PerRating(
-        rater=np.asarray(rater, dtype=np.int64),
-        item=items.positions(np.asarray(item, dtype=np.int64)),
-        score=np.asarray(score, dtype=np.int64),
-        model_left=np.asarray(left) == "a",
-        active_seconds=np.asarray(seconds, dtype=np.float64),
-        counts=~(np.asarray(gold, dtype=bool) | np.asarray(repeat, dtype=bool)),
+        rater=found["rater_pk"],
+        item=items.positions(found["item_pk"]),
+        score=found["points"].astype(np.int64),
+        model_left=found["model_left"],
+        active_seconds=found["seconds"],
+        counts=~(found["is_gold"] | found["is_repeat"]),
     )
+
+
+# Each column type as NumPy reads it, and PostgreSQL's function that writes a value
+# of it in binary (big-endian) form.
+_BINARY = {
+    "i8": (">i8", "int8send", "int8"),
+    "i4": (">i4", "int4send", "int4"),
+    "i2": (">i2", "int2send", "int2"),
+    "f8": (">f8", "float8send", "float8"),
+    "bool": ("?", "boolsend", "bool"),
+}
+
+
+def fetch_columns(rows: QuerySet, types: dict[str, str]) -> dict[str, np.ndarray]:
+    """The columns of a `values()` query, none of them NULL, as NumPy arrays, in
+    the same (unspecified) order of rows for every column.
+
+    `types` maps each column to "i8", "i4", "i2", "f8" or "bool". On PostgreSQL each
+    column comes back as one bytea, its values' binary forms joined in SQL
+    (`string_agg(int8send(x), '')`), which NumPy reads in one `frombuffer`: no
+    Python object per value, where fetching a million rows as tuples takes
+    seconds. Aggregates of one query read the rows in one order, so the columns
+    stay aligned. Elsewhere, row by row.
+    """
+    connection = connections[rows.db]
+    dtypes = {name: np.dtype(_BINARY[t][0]) for name, t in types.items()}
+    if connection.vendor != "postgresql":
+        values = columns(rows.values_list(*types), len(types))
+        return {
+            name: np.asarray(column, dtype=dtypes[name].newbyteorder("="))
+            for name, column in zip(types, values, strict=True)
+        }
+    quote = connection.ops.quote_name
+    joined = ", ".join(
+        f"string_agg({_BINARY[t][1]}(rows.{quote(name)}::{_BINARY[t][2]}), '')"
+        for name, t in types.items()
+    )
+    sql, params = rows.values(*types).query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT {joined} FROM ({sql}) rows", params)
+        blobs = cursor.fetchone()
+    return {
+        name: np.frombuffer(blob or b"", dtypes[name]).astype(
+            dtypes[name].newbyteorder("=")
+        )
+        for (name, blob) in zip(types, blobs, strict=True)
+    }
 
 
 def rater_names(ids: list[int]) -> dict[int, str]:

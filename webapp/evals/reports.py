@@ -25,6 +25,12 @@ T = TypeVar("T")
 ALL = "all"
 SIDES = ("left", "right")  # where the model under test (answer A) was shown
 LEADERBOARD_BOOTSTRAP = 200
+# Bootstrap resamples of Table 5's intervals, and of the side split's: the cost
+# grows with prompts times resamples, and each side holds every prompt.
+TABLE_RESAMPLES = 2000
+SIDE_RESAMPLES = 1000
+# Rows of the rater tables on the page (the downloads hold every rater).
+SHOWN_RATERS = 100
 CACHE_SECONDS = 24 * 3600
 
 
@@ -84,35 +90,44 @@ def _groups(key: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
 
 def _cells(
     items: data.Items,
-    counts: data.Counts,
+    item: np.ndarray,
     slice_of_row: np.ndarray,
     slice_names: list[str],
+    scores: np.ndarray,
+    *,
     length_control: bool,
+    n_resamples: int,
 ) -> list[Cell]:
-    """A cell per model pair and slice that has ratings, pairs in order of names."""
+    """A cell per model pair and slice that has ratings, pairs in order of names.
+
+    Args:
+        items: the campaign's items.
+        item: [R] each row's item.
+        slice_of_row: [R] each row's slice.
+        slice_names: the slices' names.
+        scores: [R, 7] each row's count of each score.
+        length_control: whether to add the length-controlled win rate.
+        n_resamples: bootstrap resamples of each interval.
+    """
+    rated = scores.sum(axis=1) > 0  # a side may have none of an item's ratings
+    item, slice_of_row, scores = item[rated], slice_of_row[rated], scores[rated]
     n_models, n_slices = len(items.models), len(slice_names)
-    pair = items.model_a[counts.item] * n_models + items.model_b[counts.item]
+    pair = items.model_a[item] * n_models + items.model_b[item]
+    per_row = data.outcomes(scores)
     cells = []
     for key, rows in _groups(pair * n_slices + slice_of_row):
         (a, b), piece = divmod(key // n_slices, n_models), key % n_slices
-        item, score, count = counts.item[rows], counts.score[rows], counts.count[rows]
-        _, prompt = np.unique(items.prompt[item], return_inverse=True)
-        outcome = 1 - np.sign(score)  # 0 a win, 1 a tie, 2 a loss
-        per_prompt = np.bincount(
-            prompt * 3 + outcome, weights=count, minlength=3 * (prompt.max() + 1)
-        ).reshape(-1, 3)
+        _, prompt = np.unique(items.prompt[item[rows]], return_inverse=True)
+        per_prompt = np.zeros((prompt.max() + 1, 3))
+        np.add.at(per_prompt, prompt, per_row[rows])
         cells.append(
             Cell(
                 model=items.models[a],
                 baseline=items.models[b],
                 slice=slice_names[piece],
-                rate=stats.win_rate_from_counts(*per_prompt.T),
+                rate=stats.win_rate_from_counts(*per_prompt.T, n_resamples=n_resamples),
                 length_controlled=(
-                    _length_controlled(
-                        np.repeat(score, count),
-                        np.repeat(items.length_a[item], count),
-                        np.repeat(items.length_b[item], count),
-                    )
+                    _length_controlled(items, item[rows], scores[rows])
                     if length_control
                     else None
                 ),
@@ -122,20 +137,34 @@ def _cells(
 
 
 def _length_controlled(
-    scores: np.ndarray, model_lengths: np.ndarray, baseline_lengths: np.ndarray
+    items: data.Items, item: np.ndarray, scores: np.ndarray
 ) -> stats.LengthControlledWinRate | None:
     """None where the regression has no maximum: when answer length alone separates
     wins from losses, the fit's Hessian vanishes and NumPy finds it singular."""
+    row, score = data.each_rating(scores)
     try:
-        return stats.length_controlled_win_rate(scores, model_lengths, baseline_lengths)
+        return stats.length_controlled_win_rate(
+            score, items.length_a[item[row]], items.length_b[item[row]]
+        )
     except np.linalg.LinAlgError:
         return None
 
 
 def win_rate_table(items: data.Items, counts: data.Counts) -> list[Cell]:
     """Table 5: per model pair, every category together ("all"), then each."""
-    every = _cells(items, counts, np.zeros(len(counts.item), np.int64), [ALL], True)
-    each = _cells(items, counts, items.category[counts.item], items.categories, True)
+    scores = counts.scores.sum(axis=1)
+    options = {"length_control": True, "n_resamples": TABLE_RESAMPLES}
+    every = _cells(
+        items, counts.item, np.zeros_like(counts.item), [ALL], scores, **options
+    )
+    each = _cells(
+        items,
+        counts.item,
+        items.category[counts.item],
+        items.categories,
+        scores,
+        **options,
+    )
     by_pair: dict[tuple[str, str], list[Cell]] = {}
     for cell in every + each:
         by_pair.setdefault((cell.model, cell.baseline), []).append(cell)
@@ -145,8 +174,16 @@ def win_rate_table(items: data.Items, counts: data.Counts) -> list[Cell]:
 def side_table(items: data.Items, counts: data.Counts) -> list[Cell]:
     """Per model pair, the win rate with the model under test shown left, and
     right."""
-    right = (~counts.model_left).astype(np.int64)
-    return _cells(items, counts, right, list(SIDES), False)
+    n_rows = len(counts.item)
+    return _cells(
+        items,
+        np.tile(counts.item, 2),
+        np.repeat(np.arange(2), n_rows),
+        list(SIDES),
+        np.concatenate([counts.scores[:, 0], counts.scores[:, 1]]),
+        length_control=False,
+        n_resamples=SIDE_RESAMPLES,
+    )
 
 
 # --- the campaign's page ----------------------------------------------------------
@@ -217,10 +254,9 @@ class CampaignReport:
         }
 
 
-def _agreement(items: data.Items, counts: data.Counts) -> stats.Agreement:
-    return stats.krippendorff_alpha(
-        np.repeat(counts.item, counts.count), np.repeat(counts.score, counts.count)
-    )
+def _agreement(counts: data.Counts) -> stats.Agreement:
+    row, score = data.each_rating(counts.scores.sum(axis=1))
+    return stats.krippendorff_alpha(counts.item[row], score)
 
 
 def _group_numbers(items: data.Items, counts: data.Counts, group: str) -> GroupNumbers:
@@ -228,12 +264,12 @@ def _group_numbers(items: data.Items, counts: data.Counts, group: str) -> GroupN
     category = items.category[mine.item]
     return GroupNumbers(
         group=group,
-        n_ratings=int(mine.count.sum()),
+        n_ratings=mine.n_ratings,
         win_rates=tuple(win_rate_table(items, mine)),
         sides=tuple(side_table(items, mine)),
-        agreement=_agreement(items, mine),
+        agreement=_agreement(mine),
         category_agreement=tuple(
-            (items.categories[c], _agreement(items, mine.rows(category == c)))
+            (items.categories[c], _agreement(mine.rows(category == c)))
             for c in np.unique(category).tolist()
         ),
     )
@@ -297,6 +333,17 @@ class RaterReport:
     @property
     def flagged(self) -> int:
         return sum(1 for row in self.quality if row.flags)
+
+    @property
+    def shown_quality(self) -> list[stats.RaterQuality]:
+        """The page's rows: flagged raters first, then those with most ratings."""
+        ranked = sorted(self.quality, key=lambda q: (not q.flags, -q.n_ratings))
+        return ranked[:SHOWN_RATERS]
+
+    @property
+    def shown_win_rates(self) -> list[RaterWinRate]:
+        ranked = sorted(self.win_rates, key=lambda w: -w.n_ratings)
+        return ranked[:SHOWN_RATERS]
 
     def to_dict(self) -> dict[str, Any]:
         return {

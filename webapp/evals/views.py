@@ -14,6 +14,8 @@ from collections.abc import Iterable
 from django.db.models import Count
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
+from django.template.loader import render_to_string
+from django.utils.safestring import mark_safe
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
@@ -51,41 +53,48 @@ class GroupView:
     side_chart: charts.IntervalChart
 
 
-def campaign_numbers(campaign: Campaign) -> dict:
-    """What the page and its fragment show: the report, raters and charts."""
+def campaign_numbers(campaign: Campaign) -> str:
+    """The page's numbers as HTML (what the page shows and its fragment view
+    sends), rendered once per version of the campaign's ratings."""
     version = reports.campaign_version(campaign)
-    report = reports.campaign_report(campaign, version)
-    groups = [
-        GroupView(
-            numbers=group,
-            title=GROUP_TITLES[group.group],
-            win_chart=charts.win_rate_chart(group.win_rates),
-            side_chart=charts.win_rate_chart(group.sides),
-        )
-        for group in report.groups
-    ]
-    return {
-        "campaign": campaign,
-        "report": report,
-        "groups": groups,
-        "raters": reports.rater_report(campaign, version),
-        "n_ratings": version[0],
-    }
+
+    def render_numbers() -> str:
+        report = reports.campaign_report(campaign, version)
+        groups = [
+            GroupView(
+                numbers=group,
+                title=GROUP_TITLES[group.group],
+                win_chart=charts.win_rate_chart(group.win_rates),
+                side_chart=charts.win_rate_chart(group.sides),
+            )
+            for group in report.groups
+        ]
+        context = {
+            "campaign": campaign,
+            "report": report,
+            "groups": groups,
+            "raters": reports.rater_report(campaign, version),
+            "n_ratings": version[0],
+            "shown_raters": reports.SHOWN_RATERS,
+        }
+        return render_to_string("evals/_campaign_numbers.html", context)
+
+    return mark_safe(reports.cached("html", (campaign.pk, version), render_numbers))
 
 
 @researcher_required
 @require_GET
 def campaign(request: HttpRequest, pk: int) -> HttpResponse:
     found = get_object_or_404(Campaign, pk=pk)
-    return render(request, "evals/campaign.html", campaign_numbers(found))
+    context = {"campaign": found, "numbers": campaign_numbers(found)}
+    return render(request, "evals/campaign.html", context)
 
 
 @researcher_required
 @never_cache
 @require_GET
 def campaign_fragment(request: HttpRequest, pk: int) -> HttpResponse:
-    found = get_object_or_404(Campaign, pk=pk)
-    return render(request, "evals/_campaign_numbers.html", campaign_numbers(found))
+    return HttpResponse(campaign_numbers(get_object_or_404(Campaign, pk=pk)))
 
 
 @researcher_required
