@@ -15,6 +15,7 @@ from typing import Any
 
 from django.http import JsonResponse
 
+from model_service import chat_format
 from model_service.client import GenerationResult
 from model_service.sampling import SamplingParams
 from webapp.core import serving
@@ -138,29 +139,25 @@ def _text(content: Any) -> str:
 
 
 def gemma_turns(messages: Any) -> list[dict[str, str]]:
+    """OpenAI messages as Gemma turns (`chat_format.turns_from_messages`, with
+    `developer` as `system` and content parts joined)."""
     if not isinstance(messages, list) or not messages:
         raise RequestError("`messages` must be a non-empty list.", "messages")
-    system: list[str] = []
-    turns: list[dict[str, str]] = []
-    for message in messages:
-        if not isinstance(message, dict):
-            raise RequestError("Each message must be an object.", "messages")
-        role, text = message.get("role"), _text(message.get("content"))
-        if role in ("system", "developer"):
-            system.append(text)
-        elif role in ("user", "assistant"):
-            turns.append(
-                {"role": "user" if role == "user" else "model", "content": text}
-            )
-        else:
-            raise RequestError(f"Unsupported message role {role!r}.", "messages")
+    if not all(isinstance(m, dict) for m in messages):
+        raise RequestError("Each message must be an object.", "messages")
+    plain = [
+        {
+            "role": "system" if m.get("role") == "developer" else m.get("role"),
+            "content": _text(m.get("content")),
+        }
+        for m in messages
+    ]
+    try:
+        turns = chat_format.turns_from_messages(plain)
+    except ValueError as exc:
+        raise RequestError(f"Bad messages: {exc}.", "messages") from None
     if not turns or turns[0]["role"] != "user":
         raise RequestError("The first non-system message must be a user message.")
-    if system:
-        turns[0] = {
-            "role": "user",
-            "content": "\n\n".join([*system, turns[0]["content"]]),
-        }
     return turns
 
 
