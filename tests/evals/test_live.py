@@ -5,6 +5,7 @@ fetch again have changed. Researchers only."""
 
 import pytest
 from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.contrib.auth.models import Group
 from django.test import Client
@@ -88,9 +89,10 @@ async def test_changes_close_together_are_told_once_every_two_seconds(
     _client, cookie = researcher_session
     page = socket(f"/ws/evals/campaigns/{campaign.pk}/", cookie)
     assert (await page.connect())[0]
+    layer = get_channel_layer()
     try:
         for _ in range(3):
-            await database_sync_to_async(live.notify)(campaign.pk)
+            await layer.group_send(live.campaign_group(campaign.pk), live.CHANGED)
 
         assert await page.receive_json_from(timeout=10) == CHANGED
         assert await page.receive_nothing(timeout=1)  # the others wait their turn

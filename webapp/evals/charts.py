@@ -21,6 +21,7 @@ PLOT_WIDTH = 380
 ROW_HEIGHT = 22
 AXIS_HEIGHT = 28
 MARGIN = 12
+RIGHT_MARGIN = 28  # room for half the last tick's label
 MAX_LABEL = 34  # characters shown; the full label is in the row's tooltip
 
 
@@ -93,7 +94,7 @@ def interval_chart(
     )
     bottom = MARGIN + len(rows) * ROW_HEIGHT
     return IntervalChart(
-        width=right + MARGIN,
+        width=right + RIGHT_MARGIN,
         height=int(bottom + AXIS_HEIGHT),
         left=left,
         right=right,
