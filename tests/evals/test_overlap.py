@@ -8,11 +8,11 @@ import pytest
 from django.urls import reverse
 
 from tests.conftest import make_user
-from tests.ratings.factories import make_campaign
+from tests.ratings.factories import make_campaign, make_prompt_set
 from webapp.accounts.roles import RATER
 from webapp.evals import overlap
 from webapp.ratings import queue
-from webapp.ratings.models import Item
+from webapp.ratings.models import Campaign, Item
 
 pytestmark = pytest.mark.django_db
 
@@ -144,9 +144,6 @@ CAMPAIGN_FORM = {
 
 
 def test_the_form_refuses_k_min_above_k_max(researcher_client):
-    from tests.ratings.factories import make_prompt_set
-    from webapp.ratings.models import Campaign
-
     prompt_set = make_prompt_set("adaptive-set")
     response = researcher_client.post(
         reverse("ratings:campaign-create"),
@@ -162,9 +159,6 @@ def test_the_form_refuses_k_min_above_k_max(researcher_client):
 def test_the_new_campaign_form_makes_an_adaptive_campaign(
     researcher_client, generation_worker, full_worker
 ):
-    from tests.ratings.factories import make_prompt_set
-    from webapp.ratings.models import Campaign
-
     prompt_set = make_prompt_set("adaptive-set")
     response = researcher_client.post(
         reverse("ratings:campaign-create"),
