@@ -1,4 +1,4 @@
-"""`python -m training {sft,reward-model} --config FILE.json`.
+"""`python -m training {sft,reward-model,reinforce} --config FILE.json`.
 
 One JSON line of metrics per logged step on stdout, and last a JSON object of the final
 metrics and the trained model's directory. A bad config or bad data is reported on

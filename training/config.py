@@ -17,6 +17,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any, TypeVar
 
+from model_service.checkpoints import reward_head
 from model_service.registry import NAMES as MODEL_NAMES
 
 DTYPES = ("auto", "float32", "bfloat16")
@@ -122,6 +123,12 @@ class TrainConfig:
         """Examples in one micro-batch."""
         return self.batch_size // self.grad_accum_steps
 
+    @property
+    def examples_per_step(self) -> int:
+        """Training examples an update takes from the data (its data position's
+        advance)."""
+        return self.batch_size
+
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class SFTConfig(TrainConfig):
@@ -161,6 +168,98 @@ class RewardModelConfig(TrainConfig):
             self.center_rewards_coefficient >= 0,
             "must not be negative",
         )
+
+
+TRUNCATED = ("keep", "mask")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class ReinforceConfig(TrainConfig):
+    """REINFORCE with a KL term toward the initial policy (`training.reinforce`).
+
+    `model` is the initial policy and the frozen reference. `train_data` lines are
+    prompts: `{"prompt": str}` (a prompt-set export: its `category` picks the judge's
+    rubric, other fields are ignored) or `{"messages": [...]}` (assistant messages at
+    the end are dropped: the policy writes its own). `max_length` holds a prompt and
+    its answer; longer prompts lose their oldest turns. `batch_size` is
+    `prompts_per_step * k`, the answers of one update: leave it out.
+
+    Attributes:
+        reward_model: a reward model's directory (`model_service.reward`).
+        prompts_per_step: prompts of one update.
+        k: answers sampled per prompt (at least 2: each answer's baseline is the
+            mean reward of the others).
+        temperature: sampling temperature; the policy's and the reference's
+            log-probs are those of their distributions at this temperature.
+        top_p: the nucleus sampled from; 1 samples the whole distribution.
+        max_new_tokens: the longest answer.
+        beta: weight of the KL term (its start when `target_kl` is set).
+        target_kl: the KL per answer (nats) that beta is steered toward by a
+            proportional controller; None keeps beta fixed.
+        truncated: answers cut at `max_new_tokens` are kept ("keep": scored and
+            trained on as they stand) or masked ("mask": no loss, and no part in
+            their siblings' baselines).
+        judge: a model (name or path) that compares, at each evaluation, the
+            policy's answers to held-out prompts with the initial policy's.
+    """
+
+    batch_size: int = 0
+    reward_model: str
+    prompts_per_step: int
+    k: int = 4
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_new_tokens: int = 64
+    beta: float = 0.05
+    target_kl: float | None = None
+    truncated: str = "keep"
+    judge: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("prompts_per_step", "max_new_tokens"):
+            _require(name, getattr(self, name) >= 1, "must be at least 1")
+        _require("k", self.k >= 2, "must be at least 2 (the baseline is the others')")
+        answers = self.prompts_per_step * self.k
+        _require(
+            "batch_size",
+            self.batch_size in (0, answers),
+            f"is prompts_per_step x k ({answers}) in REINFORCE: leave it out",
+        )
+        object.__setattr__(self, "batch_size", answers)
+        super().__post_init__()
+        _require("temperature", self.temperature > 0, "must be positive")
+        _require("top_p", 0 < self.top_p <= 1, "must be in (0, 1]")
+        _require("beta", self.beta >= 0, "must not be negative")
+        if self.target_kl is not None:
+            _require("target_kl", self.target_kl > 0, "must be positive")
+            _require("beta", self.beta > 0, "must be positive to adapt to target_kl")
+        _require(
+            "truncated",
+            self.truncated in TRUNCATED,
+            f"must be one of {', '.join(TRUNCATED)}",
+        )
+        _require(
+            "max_new_tokens",
+            self.max_new_tokens < self.max_length,
+            f"must leave room for the prompt in max_length ({self.max_length})",
+        )
+        _require(
+            "reward_model",
+            reward_head.is_reward_model(self.reward_model),
+            f"{self.reward_model!r} is not a reward model's directory (no "
+            f"{reward_head.HEAD_FILE})",
+        )
+        if self.judge is not None:
+            _require(
+                "judge",
+                self.judge in MODEL_NAMES or Path(self.judge).exists(),
+                f"{self.judge!r} is neither a registered model nor an existing path",
+            )
+
+    @property
+    def examples_per_step(self) -> int:
+        """Prompts an update takes from the data."""
+        return self.prompts_per_step
 
 
 Config = TypeVar("Config", bound=TrainConfig)

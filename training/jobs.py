@@ -13,9 +13,10 @@ from collections.abc import Callable, Mapping
 from os import PathLike
 from typing import Any
 
-from training import loop, reward_model, sft
+from training import loop, reinforce, reward_model, sft
 from training.config import (
     ConfigError,
+    ReinforceConfig,
     RewardModelConfig,
     SFTConfig,
     TrainConfig,
@@ -34,6 +35,7 @@ class JobKind:
 JOBS = {
     "sft": JobKind(SFTConfig, sft.prepare),
     "reward-model": JobKind(RewardModelConfig, reward_model.prepare),
+    "reinforce": JobKind(ReinforceConfig, reinforce.prepare),
 }
 
 

@@ -2,9 +2,12 @@
 checkpoints, resumption, and the trained model at the end.
 
 The loop owns everything impure; the step it calls is pure and jitted once, with the
-mesh's shardings. Rerunning a job on the same `output_dir` resumes from its latest
-checkpoint: the state comes back whole and the data position says which examples
-come next, so the run ends with the same parameters as one never interrupted.
+mesh's shardings. A job may also work on the host between steps (`Job.rollout`:
+REINFORCE samples and scores answers with the current parameters). Rerunning a job on
+the same `output_dir` resumes from its latest checkpoint: the state comes back whole,
+the data position says which examples come next and the rollout's own state (JSON)
+comes back with it, so the run ends with the same parameters as one never
+interrupted.
 """
 
 from __future__ import annotations
@@ -45,6 +48,12 @@ TOKENIZER_FILE = "tokenizer.model"
 
 MetricsCallback = Callable[[dict[str, Any]], None]
 StopCallback = Callable[[], bool]
+HostState = dict[str, Any]
+# (state, the step's examples, host state) -> (the examples to train on, their
+# metrics, the next host state)
+Rollout = Callable[
+    [TrainState, list[Any], HostState], tuple[list[Any], dict[str, Any], HostState]
+]
 
 
 class TrainingDiverged(RuntimeError):
@@ -66,6 +75,12 @@ class Job:
             `positions` (-1 on padding), which count its tokens.
         export: (directory, params, held-out metrics) writes the trained model into
             a new directory.
+        rollout: None, or work on the host before each step that turns the step's
+            examples into the ones it trains on, from the current state.
+        host_state: the rollout's state (JSON) before the first step; it is saved
+            with each checkpoint.
+        evaluate: None, or params -> held-out metrics, in place of the objective
+            over `held_out`.
     """
 
     objective: Objective
@@ -74,6 +89,9 @@ class Job:
     held_out: Sequence[Any]
     collate: Callable[[Sequence[Any], int], dict[str, np.ndarray]]
     export: Callable[[Path, Params, dict[str, float]], None]
+    rollout: Rollout | None = None
+    host_state: HostState = dataclasses.field(default_factory=dict)
+    evaluate: Callable[[Params], dict[str, float]] | None = None
 
 
 def activation_dtype(config: TrainConfig) -> jnp.dtype:
@@ -165,11 +183,20 @@ class Trainer:
 
     def train_batch(self, position: int) -> dict[str, np.ndarray]:
         """The step's examples from a data position, as [micro-batches, rows, ...]."""
+        return self.batch_of(self.step_examples(position))
+
+    def step_examples(self, position: int) -> list[Any]:
+        """The training examples of the step at a data position."""
         config = self.config
         order = example_order(
-            len(self.job.train), config.seed, position, config.batch_size
+            len(self.job.train), config.seed, position, config.examples_per_step
         )
-        batch = self.job.collate([self.job.train[i] for i in order], len(order))
+        return [self.job.train[i] for i in order]
+
+    def batch_of(self, examples: Sequence[Any]) -> dict[str, np.ndarray]:
+        """A step's batch of examples, as [micro-batches, rows, ...]."""
+        config = self.config
+        batch = self.job.collate(examples, config.batch_size)
         return {
             name: array.reshape(
                 config.grad_accum_steps, config.micro_batch_size, *array.shape[1:]
@@ -179,6 +206,13 @@ class Trainer:
 
     def evaluate(self, params: Params) -> dict[str, float]:
         """Held-out metrics, prefixed `eval_`."""
+        if self.job.evaluate is not None:
+            metrics = self.job.evaluate(params)
+        else:
+            metrics = self._held_out_objective(params)
+        return {f"eval_{name}": value for name, value in metrics.items()}
+
+    def _held_out_objective(self, params: Params) -> dict[str, float]:
         rows = self.config.micro_batch_size
         examples = self.job.held_out
         total: Sums | None = None
@@ -186,8 +220,7 @@ class Trainer:
             batch = self.job.collate(examples[start : start + rows], rows)
             sums = self.eval_step(params, batch)
             total = sums if total is None else jax.tree.map(jnp.add, total, sums)
-        metrics = _floats(self.job.objective.summarize(total))
-        return {f"eval_{name}": value for name, value in metrics.items()}
+        return _floats(self.job.objective.summarize(total))
 
 
 def run(
@@ -222,21 +255,22 @@ def run(
     checkpoints = Checkpoints(output, config.keep_checkpoints)
     try:
         if checkpoints.latest_step() is None:
-            state, position = trainer.initial_state(), 0
+            state, position, host = trainer.initial_state(), 0, dict(job.host_state)
         else:
             state, meta = checkpoints.restore(trainer.abstract)
             position = meta["examples_seen"]
+            host = meta.get("host_state", dict(job.host_state))
             _free(job.params)  # not needed: the state came back whole
         step = int(jax.device_get(state.step))
         record: dict[str, Any] = {}
         while step < config.steps:
             if should_stop is not None and should_stop():
-                checkpoints.save(state, {"examples_seen": position})
+                checkpoints.save(state, _meta(position, host))
                 final = {"status": "stopped", "step": step}
                 emit(final)
                 return final
-            state, record = _train_one_step(trainer, state, position)
-            position += config.batch_size
+            state, record, host = _train_one_step(trainer, state, position, host)
+            position += config.examples_per_step
             step += 1
             if not math.isfinite(record["loss"]):
                 raise TrainingDiverged(
@@ -246,11 +280,10 @@ def run(
             if step % config.eval_every == 0 or step == config.steps:
                 record.update(trainer.evaluate(state.params))
             if step % config.checkpoint_every == 0 or step == config.steps:
-                checkpoints.save(state, {"examples_seen": position})
-            if step % config.log_every == 0 or "eval_loss" in record:
+                checkpoints.save(state, _meta(position, host))
+            if step % config.log_every == 0 or _held_out(record):
                 emit(record)
-        held_out = {k: v for k, v in record.items() if k.startswith("eval_")}
-        held_out = held_out or trainer.evaluate(state.params)
+        held_out = _held_out(record) or trainer.evaluate(state.params)
     finally:
         checkpoints.close()
     model_dir = _export(config, job, state.params, held_out)
@@ -260,16 +293,38 @@ def run(
 
 
 def _train_one_step(
-    trainer: Trainer, state: TrainState, position: int
-) -> tuple[TrainState, dict[str, Any]]:
+    trainer: Trainer, state: TrainState, position: int, host: HostState
+) -> tuple[TrainState, dict[str, Any], HostState]:
     start = time.perf_counter()
-    batch = trainer.train_batch(position)
+    examples, rollout_metrics = trainer.step_examples(position), {}
+    if trainer.job.rollout is not None:
+        examples, rollout_metrics, host = trainer.job.rollout(state, examples, host)
+    batch = trainer.batch_of(examples)
     tokens = int((batch["positions"] >= 0).sum())
+    began = time.perf_counter()
     state, metrics = trainer.train_step(state, batch)
     record = _floats(metrics)  # waits for the step
-    elapsed = time.perf_counter() - start
+    end = time.perf_counter()
     step = int(jax.device_get(state.step))
-    return state, {"step": step, **record, "tokens_per_second": tokens / elapsed}
+    record = {
+        "step": step,
+        **record,
+        **rollout_metrics,
+        "tokens_per_second": tokens / (end - start),
+        "train_step_seconds": end - began,
+    }
+    return state, record, host
+
+
+def _meta(position: int, host: HostState) -> dict[str, Any]:
+    """What a checkpoint keeps besides the state: the data position and the
+    rollout's state."""
+    return {"examples_seen": position, "host_state": host}
+
+
+def _held_out(record: dict[str, Any]) -> dict[str, float]:
+    """The held-out metrics of a record (none between evaluations)."""
+    return {k: v for k, v in record.items() if k.startswith("eval_")}
 
 
 def _export(
