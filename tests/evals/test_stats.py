@@ -347,6 +347,51 @@ def test_models_under_the_minimum_are_left_out_with_their_battles():
     assert with_rare.rows == bradley_terry(a, b, outcome).rows
 
 
+def test_a_one_sided_bootstrap_resample_still_gives_a_leaderboard():
+    # 3 wins, 1 tie and 1 loss: one resample in thirteen holds only a's wins, where
+    # the likelihood has no maximum. The ratings are the maximum-likelihood ones.
+    board = bradley_terry(["a"] * 3, ["b"] * 3, [1, 0.5, 0], counts=[3, 1, 1])
+
+    a, b = board.rows
+    assert (a.model, b.model) == ("a", "b")
+    assert a.rating == pytest.approx(1000 + 200 * math.log10(3.5 / 1.5), abs=1e-3)
+    assert a.rating + b.rating == pytest.approx(2000)
+    # Those resamples put a far above b, and the interval says so.
+    assert a.bootstrap_high > a.rating + 500
+    assert all(math.isfinite(v) for row in board.rows for v in row.to_dict().values()
+               if isinstance(v, float))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        # A model with one battle, a tie: absent from a third of the resamples.
+        [("rare", "m0", 0.5)],
+        # A model that never lost: its likelihood rises without bound.
+        [("champ", "m0", 1.0), ("champ", "m1", 1.0)],
+    ],
+    ids=["absent-from-resamples", "never-lost"],
+)
+def test_sparse_models_get_finite_ratings_and_leave_the_others_as_they_were(extra):
+    a, b, outcome = random_battles(300, seed=14, n_models=3)
+    extra_a, extra_b, extra_outcome = zip(*extra, strict=True)
+
+    board = bradley_terry(
+        [*a, *extra_a], [*b, *extra_b], [*outcome, *extra_outcome], n_bootstrap=200
+    )
+
+    found = ratings_of(board)
+    assert all(
+        math.isfinite(v)
+        for row in board.rows
+        for v in (row.rating, row.ci_low, row.ci_high, row.sandwich_low)
+    )
+    # The others' differences are the fit without the sparse model.
+    alone = ratings_of(bradley_terry(a, b, outcome))
+    assert found["m1"] - found["m0"] == pytest.approx(alone["m1"] - alone["m0"])
+    assert found["m2"] - found["m0"] == pytest.approx(alone["m2"] - alone["m0"])
+
+
 def test_models_that_never_met_cannot_be_ranked_together():
     with pytest.raises(ValueError, match="never met"):
         bradley_terry(["a", "c"], ["b", "d"], [1.0, 0.0])

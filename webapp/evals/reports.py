@@ -461,13 +461,6 @@ def leaderboard(options: LeaderboardOptions) -> LeaderboardResult:
                 interval=options.interval,
                 n_bootstrap=LEADERBOARD_BOOTSTRAP,
             )
-        except np.linalg.LinAlgError:
-            # Models with very few battles can make a bootstrap resample one-sided.
-            return LeaderboardResult(
-                None,
-                "The ratings could not be fitted (a singular matrix); raise the "
-                "minimum battle count to leave out models with very few battles.",
-            )
         except ValueError as exc:
             return LeaderboardResult(None, str(exc).capitalize() + ".")
         return LeaderboardResult(board)
