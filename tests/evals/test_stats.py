@@ -421,6 +421,27 @@ def test_scores_become_outcomes():
 # --- Length-controlled win rate -----------------------------------------------------
 
 
+# The ridge on the length weight: a normal prior of scale 2.5 (Gelman et al. 2008).
+LENGTH_RIDGE = 1 / 2.5**2
+
+
+def glm_reference(scores, model_len, baseline_len) -> tuple[float, float]:
+    """The length-controlled win rate and length weight: the soft-label log-loss plus
+    the ridge on the length weight, minimised by SciPy."""
+    y = outcomes_from_scores(scores)
+    delta = np.asarray(model_len, dtype=float) - np.asarray(baseline_len, dtype=float)
+    features = np.column_stack(
+        [np.ones(len(y)), np.tanh(delta / np.std(delta, ddof=1))]
+    )
+
+    def loss(w):
+        z = features @ w
+        return np.sum(np.logaddexp(0, z) - y * z) + LENGTH_RIDGE / 2 * w[1] ** 2
+
+    w = optimize.minimize(loss, np.zeros(2), method="BFGS", tol=1e-12).x
+    return 1 / (1 + math.exp(-w[0])), w[1]
+
+
 def test_the_length_controlled_win_rate_is_the_glm_at_equal_length():
     rng = np.random.default_rng(9)
     model_len = rng.integers(200, 2000, 500)
@@ -429,23 +450,29 @@ def test_the_length_controlled_win_rate_is_the_glm_at_equal_length():
     scores = np.where(
         rng.random(500) < 0.5 + 0.3 * longer, 2, np.where(rng.random(500) < 0.3, 0, -2)
     )
-    # The reference: the soft-label log-loss, minimised by SciPy.
-    y = outcomes_from_scores(scores)
-    delta = (model_len - baseline_len).astype(float)
-    features = np.column_stack([np.ones(500), np.tanh(delta / np.std(delta, ddof=1))])
-
-    def log_loss(w):
-        z = features @ w
-        return np.sum(np.logaddexp(0, z) - y * z)
-
-    w = optimize.minimize(log_loss, np.zeros(2), method="BFGS", tol=1e-12).x
+    controlled, weight = glm_reference(scores, model_len, baseline_len)
 
     found = length_controlled_win_rate(scores, model_len, baseline_len)
 
-    assert found.win_rate == pytest.approx(y.mean())
-    assert found.length_controlled == pytest.approx(1 / (1 + math.exp(-w[0])), abs=1e-8)
-    assert found.length_weight == pytest.approx(w[1], abs=1e-6)
+    assert found.win_rate == pytest.approx(outcomes_from_scores(scores).mean())
+    assert found.length_controlled == pytest.approx(controlled, abs=1e-8)
+    assert found.length_weight == pytest.approx(weight, abs=1e-6)
     assert found.length_weight > 0
+
+
+def test_length_alone_separating_wins_from_losses_still_gives_a_win_rate():
+    # Longer answers won, shorter ones lost: without the ridge the length weight
+    # would grow without bound.
+    scores, model_len, baseline_len = [2, 2, -2, -2, 0], [10, 12, 3, 4, 7], [5] * 5
+    controlled, weight = glm_reference(scores, model_len, baseline_len)
+
+    found = length_controlled_win_rate(scores, model_len, baseline_len)
+
+    assert found.win_rate == 0.5
+    assert found.length_controlled == pytest.approx(controlled, abs=1e-8)
+    assert found.length_weight == pytest.approx(weight, abs=1e-6)
+    # At equal length the model, which tied when 2 characters longer, loses more.
+    assert 0.1 < found.length_controlled < 0.5
 
 
 def test_a_preference_for_length_alone_is_controlled_away():

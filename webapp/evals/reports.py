@@ -138,16 +138,11 @@ def _cells(
 
 def _length_controlled(
     items: data.Items, item: np.ndarray, scores: np.ndarray
-) -> stats.LengthControlledWinRate | None:
-    """None where the regression has no maximum: when answer length alone separates
-    wins from losses, the fit's Hessian vanishes and NumPy finds it singular."""
+) -> stats.LengthControlledWinRate:
     row, score = data.each_rating(scores)
-    try:
-        return stats.length_controlled_win_rate(
-            score, items.length_a[item[row]], items.length_b[item[row]]
-        )
-    except np.linalg.LinAlgError:
-        return None
+    return stats.length_controlled_win_rate(
+        score, items.length_a[item[row]], items.length_b[item[row]]
+    )
 
 
 def win_rate_table(items: data.Items, counts: data.Counts) -> list[Cell]:

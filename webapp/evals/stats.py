@@ -635,6 +635,8 @@ def _bootstrap_strengths(
 
 # --- Length-controlled win rate (AlpacaEval 2) ----------------------------------------
 
+_LENGTH_RIDGE = 1 / 2.5**2
+
 
 @dataclass(frozen=True)
 class LengthControlledWinRate(_Record):
@@ -666,8 +668,13 @@ def length_controlled_win_rate(
     term estimated on AlpacaEval's own prompt set and regularisation towards
     deliberately "gamed" baselines, neither of which exists for our prompts. Their fit
     is an L1-penalised regression with the penalty chosen by 5-fold cross-validation;
-    this is the unpenalised maximum-likelihood fit, which it approaches as the data
-    grow.
+    this one puts a ridge on the length weight alone, `_LENGTH_RIDGE` / 2 times its
+    square: a normal prior of scale 2.5 on the coefficient of a standardised input,
+    Gelman et al.'s (2008) weakly informative default for logistic regression. It
+    keeps the fit finite where length alone separates wins from losses (there the
+    maximum-likelihood weight is infinite) and moves it by a few hundredths of a
+    percentage point at 500 ratings, less with more; the intercept, and so the
+    length-controlled win rate given the weight, is not penalised.
 
     Args:
         scores: each rating's score seen from the model under test.
@@ -689,9 +696,11 @@ def length_controlled_win_rate(
         return LengthControlledWinRate(raw, raw, 0.0, preference.size)
     if spread > 0:
         features = np.column_stack([np.ones_like(delta), np.tanh(delta / spread)])
+        ridge = np.array([0.0, _LENGTH_RIDGE])
     else:
         features = np.ones((delta.size, 1))
-    weights = _fit_soft_logistic(features, preference)
+        ridge = np.zeros(1)
+    weights = _fit_soft_logistic(features, preference, ridge)
     return LengthControlledWinRate(
         win_rate=raw,
         length_controlled=float(expit(weights[0])),
@@ -700,21 +709,25 @@ def length_controlled_win_rate(
     )
 
 
-def _fit_soft_logistic(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Logistic regression on labels in [0, 1] by Newton's method.
+def _fit_soft_logistic(
+    features: np.ndarray, labels: np.ndarray, ridge: np.ndarray
+) -> np.ndarray:
+    """Logistic regression on labels in [0, 1] with a ridge, by Newton's method.
 
     Args:
         features: [N, F] the design matrix.
         labels: [N] soft labels.
+        ridge: [F] each weight's penalty: the log-likelihood minus ridge / 2 times
+            the weight's square is maximised.
 
     Returns:
-        [F] maximum-likelihood weights.
+        [F] the weights.
     """
     weights = np.zeros(features.shape[1])
     for _ in range(_NEWTON_MAX_ITER):
         p = expit(features @ weights)
-        gradient = features.T @ (labels - p)
-        hessian = features.T @ (features * (p * (1 - p))[:, None])
+        gradient = features.T @ (labels - p) - ridge * weights
+        hessian = features.T @ (features * (p * (1 - p))[:, None]) + np.diag(ridge)
         step = np.linalg.solve(hessian, gradient)
         largest = np.abs(step).max()
         weights += step * min(1.0, _MAX_STEP / max(largest, 1e-300))
