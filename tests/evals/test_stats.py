@@ -94,6 +94,23 @@ def test_the_interval_is_a_plain_bootstrap_of_prompts_with_the_same_draws():
     assert found.ci_high == pytest.approx(percentile(rates, 0.975), abs=1e-12)
 
 
+def test_resamples_drawn_in_blocks_are_those_of_one_draw():
+    # 1,500 prompts: the resamples are drawn in blocks of a few hundred.
+    rng = np.random.default_rng(8)
+    wins, ties, losses = rng.integers(0, 4, size=(3, 1500))
+    wins += 1  # every prompt rated
+    draws = np.random.default_rng(9).integers(
+        0, 1500, size=(1000, 1500), dtype=np.int32
+    )
+    points, ratings = wins + ties / 2, wins + ties + losses
+    rates = points[draws].sum(axis=1) / ratings[draws].sum(axis=1)
+
+    found = win_rate_from_counts(wins, ties, losses, n_resamples=1000, seed=9)
+
+    assert found.ci_low == pytest.approx(np.quantile(rates, 0.025), abs=1e-12)
+    assert found.ci_high == pytest.approx(np.quantile(rates, 0.975), abs=1e-12)
+
+
 def test_the_interval_agrees_with_a_bootstrap_drawn_by_pythons_random():
     prompts, scores = clustered_ratings(200, seed=2)
     n_prompts = len(set(prompts))

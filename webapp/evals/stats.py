@@ -74,8 +74,19 @@ def _index(values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         # a dict finds them in one pass, and a binary search places each entry.
         distinct = np.array(sorted(dict.fromkeys(values.tolist())), dtype=values.dtype)
         return distinct, np.searchsorted(distinct, values)
+    if values.dtype.kind in "iu" and values.size and _dense(values):
+        # Database ids and positions: one count per possible value finds the
+        # distinct ones in linear time, where sorting a million took 0.1-0.3 s.
+        present = np.bincount(values) > 0
+        position = np.cumsum(present) - 1
+        return np.flatnonzero(present).astype(values.dtype), position[values]
     distinct, inverse = np.unique(values, return_inverse=True)
     return distinct, inverse.reshape(-1)
+
+
+def _dense(values: np.ndarray) -> bool:
+    """Whether non-negative integers span few enough values to count each."""
+    return values.min() >= 0 and values.max() < 4 * values.size + 1024
 
 
 def _table(rows: np.ndarray, columns: np.ndarray, n_columns: int) -> np.ndarray:
@@ -222,9 +233,9 @@ def win_rate_from_counts(
     )
 
 
-# Prompt indices drawn at a time (64 MB of int32): a million ratings over 10,000
-# prompts with 2,000 resamples would otherwise need 80 MB at once.
-_DRAWS_PER_BLOCK = 16_000_000
+# Prompt indices drawn at a time (4 MB of int32): a block that stays in the CPU's
+# cache while it is read took half the time of one of 64 MB.
+_DRAWS_PER_BLOCK = 1_000_000
 
 
 def _resampled_win_rates(
@@ -237,15 +248,17 @@ def _resampled_win_rates(
     """
     rng = np.random.default_rng(seed)
     n_prompts = len(points)
-    rates = np.empty(n_resamples)
+    # Each prompt's points and ratings as one complex number: one gather per drawn
+    # prompt instead of two. Both are whole numbers of half points or ratings, so
+    # the sums are exact in any order.
+    both = 2 * points + 1j * ratings
+    totals = np.empty(n_resamples, dtype=np.complex128)
     block = max(1, _DRAWS_PER_BLOCK // n_prompts)
     for start in range(0, n_resamples, block):
         rows = min(block, n_resamples - start)
         drawn = rng.integers(0, n_prompts, size=(rows, n_prompts), dtype=np.int32)
-        rates[start : start + rows] = points[drawn].sum(axis=1) / ratings[drawn].sum(
-            axis=1
-        )
-    return rates
+        totals[start : start + rows] = both[drawn].sum(axis=1)
+    return totals.real / (2 * totals.imag)
 
 
 # --- Leaderboard: Bradley-Terry on the Elo scale --------------------------------------
