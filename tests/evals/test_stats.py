@@ -492,6 +492,36 @@ def test_length_alone_separating_wins_from_losses_still_gives_a_win_rate():
     assert 0.1 < found.length_controlled < 0.5
 
 
+def grouped(*columns) -> tuple[list[tuple], list[int]]:
+    """The distinct rows of the columns, and how many times each occurs."""
+    rows: dict[tuple, int] = {}
+    for row in zip(*columns, strict=True):
+        rows[row] = rows.get(row, 0) + 1
+    return list(rows), list(rows.values())
+
+
+def test_grouped_ratings_with_counts_control_length_the_same():
+    rng = np.random.default_rng(15)
+    item = rng.integers(0, 40, 2000)
+    model_len, baseline_len = rng.integers(100, 900, size=(2, 40))
+    scores = np.clip(
+        rng.integers(-3, 4, 2000) + (model_len > baseline_len)[item], -3, 3
+    )
+    rows, counts = grouped(item.tolist(), scores.tolist())
+    items, row_scores = np.array(rows).T
+
+    expected = length_controlled_win_rate(scores, model_len[item], baseline_len[item])
+    found = length_controlled_win_rate(
+        row_scores, model_len[items], baseline_len[items], counts=counts
+    )
+
+    assert len(rows) < 300
+    assert found.n_ratings == expected.n_ratings == 2000
+    assert found.win_rate == expected.win_rate
+    assert found.length_controlled == pytest.approx(expected.length_controlled, 1e-12)
+    assert found.length_weight == pytest.approx(expected.length_weight, 1e-12)
+
+
 def test_a_preference_for_length_alone_is_controlled_away():
     rng = np.random.default_rng(10)
     model_len = rng.normal(1500, 400, 4000)
@@ -529,6 +559,20 @@ def test_alpha_equals_the_krippendorff_package():
     )
     assert found.alpha == pytest.approx(expected, abs=1e-12)
     assert found.n_items == int((np.sum(~np.isnan(table), axis=0) >= 2).sum())
+
+
+def test_alpha_from_counts_of_each_score_is_the_same():
+    rng = np.random.default_rng(16)
+    item = rng.integers(0, 30, 400)
+    scores = np.clip(item % 7 - 3 + rng.integers(-1, 2, 400), -3, 3)
+    rows, counts = grouped(item.tolist(), scores.tolist())
+    items, row_scores = zip(*rows, strict=True)
+
+    found = krippendorff_alpha(items, row_scores, counts=counts)
+
+    expected = krippendorff_alpha(item, scores)
+    assert found.alpha == pytest.approx(expected.alpha, abs=1e-12)
+    assert (found.n_items, found.n_ratings) == (expected.n_items, expected.n_ratings)
 
 
 def test_alpha_is_none_without_pairable_disagreement():

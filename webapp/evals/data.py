@@ -184,11 +184,11 @@ def outcomes(scores: np.ndarray) -> np.ndarray:
     )
 
 
-def each_rating(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each rating counted in [R, 7] score counts as (its row, its score)."""
-    n = scores.ravel()
-    rows = np.repeat(np.arange(scores.shape[0]), scores.shape[1])
-    return np.repeat(rows, n), np.repeat(np.tile(SCORES, scores.shape[0]), n)
+def score_rows(scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[R, 7] counts of each score as the (row, score, count) of each nonzero count,
+    as the statistics take ratings with `counts`."""
+    row, column = np.nonzero(scores)
+    return row, SCORES[column], scores[row, column]
 
 
 def campaign_counts(campaign_id: int, items: Items) -> Counts:

@@ -139,9 +139,9 @@ def _cells(
 def _length_controlled(
     items: data.Items, item: np.ndarray, scores: np.ndarray
 ) -> stats.LengthControlledWinRate:
-    row, score = data.each_rating(scores)
+    row, score, count = data.score_rows(scores)
     return stats.length_controlled_win_rate(
-        score, items.length_a[item[row]], items.length_b[item[row]]
+        score, items.length_a[item[row]], items.length_b[item[row]], counts=count
     )
 
 
@@ -250,8 +250,8 @@ class CampaignReport:
 
 
 def _agreement(counts: data.Counts) -> stats.Agreement:
-    row, score = data.each_rating(counts.scores.sum(axis=1))
-    return stats.krippendorff_alpha(counts.item[row], score)
+    row, score, count = data.score_rows(counts.scores.sum(axis=1))
+    return stats.krippendorff_alpha(counts.item[row], score, counts=count)
 
 
 def _group_numbers(items: data.Items, counts: data.Counts, group: str) -> GroupNumbers:

@@ -89,10 +89,18 @@ def _dense(values: np.ndarray) -> bool:
     return values.min() >= 0 and values.max() < 4 * values.size + 1024
 
 
-def _table(rows: np.ndarray, columns: np.ndarray, n_columns: int) -> np.ndarray:
-    """[max(rows) + 1, n_columns] how many entries fall in each (row, column)."""
+def _table(
+    rows: np.ndarray,
+    columns: np.ndarray,
+    n_columns: int,
+    weights: ArrayLike | None = None,
+) -> np.ndarray:
+    """[max(rows) + 1, n_columns] how many entries fall in each (row, column), each
+    entry counting its weight (default one)."""
     n_rows = int(rows.max()) + 1 if rows.size else 0
-    counts = np.bincount(rows * n_columns + columns, minlength=n_rows * n_columns)
+    counts = np.bincount(
+        rows * n_columns + columns, weights, minlength=n_rows * n_columns
+    )
     return counts.reshape(n_rows, n_columns)
 
 
@@ -667,7 +675,11 @@ class LengthControlledWinRate(_Record):
 
 
 def length_controlled_win_rate(
-    scores: ArrayLike, model_lengths: ArrayLike, baseline_lengths: ArrayLike
+    scores: ArrayLike,
+    model_lengths: ArrayLike,
+    baseline_lengths: ArrayLike,
+    *,
+    counts: ArrayLike | None = None,
 ) -> LengthControlledWinRate:
     """AlpacaEval 2's length-controlled win rate.
 
@@ -693,43 +705,65 @@ def length_controlled_win_rate(
         scores: each rating's score seen from the model under test.
         model_lengths: the length of the model's answer (characters, as AlpacaEval).
         baseline_lengths: the length of the baseline's answer.
+        counts: how many ratings each row stands for, all with its score and
+            lengths (default one each): a million ratings of 10,000 items are at
+            most 70,000 rows of (item, score).
 
     Returns:
         Both win rates and the length weight.
+
+    Raises:
+        ValueError: there is no rating.
     """
     preference = outcomes_from_scores(scores)
-    if preference.size == 0:
+    count = (
+        np.ones(preference.size)
+        if counts is None
+        else np.asarray(counts, dtype=np.float64)
+    )
+    n_ratings = count.sum()
+    if n_ratings == 0:
         raise ValueError("no ratings to compute a win rate from")
     delta = np.asarray(model_lengths, dtype=np.float64) - np.asarray(
         baseline_lengths, dtype=np.float64
     )
-    spread = delta.std(ddof=1) if delta.size > 1 else 0.0
-    raw = float(preference.mean())
+    raw = float((count * preference).sum() / n_ratings)
     if raw in (0.0, 1.0):  # all won or all lost: the intercept is infinite
-        return LengthControlledWinRate(raw, raw, 0.0, preference.size)
+        return LengthControlledWinRate(raw, raw, 0.0, int(n_ratings))
+    spread = _std(delta, count)
     if spread > 0:
         features = np.column_stack([np.ones_like(delta), np.tanh(delta / spread)])
         ridge = np.array([0.0, _LENGTH_RIDGE])
     else:
         features = np.ones((delta.size, 1))
         ridge = np.zeros(1)
-    weights = _fit_soft_logistic(features, preference, ridge)
+    weights = _fit_soft_logistic(features, preference, count, ridge)
     return LengthControlledWinRate(
         win_rate=raw,
         length_controlled=float(expit(weights[0])),
         length_weight=float(weights[1]) if spread > 0 else 0.0,
-        n_ratings=int(preference.size),
+        n_ratings=int(n_ratings),
     )
 
 
+def _std(values: np.ndarray, count: np.ndarray) -> float:
+    """The standard deviation (ddof 1) of `values` each repeated `count` times."""
+    n = count.sum()
+    if n < 2:
+        return 0.0
+    mean = (count * values).sum() / n
+    return math.sqrt((count * (values - mean) ** 2).sum() / (n - 1))
+
+
 def _fit_soft_logistic(
-    features: np.ndarray, labels: np.ndarray, ridge: np.ndarray
+    features: np.ndarray, labels: np.ndarray, count: np.ndarray, ridge: np.ndarray
 ) -> np.ndarray:
     """Logistic regression on labels in [0, 1] with a ridge, by Newton's method.
 
     Args:
         features: [N, F] the design matrix.
         labels: [N] soft labels.
+        count: [N] how many times each row counts.
         ridge: [F] each weight's penalty: the log-likelihood minus ridge / 2 times
             the weight's square is maximised.
 
@@ -739,8 +773,9 @@ def _fit_soft_logistic(
     weights = np.zeros(features.shape[1])
     for _ in range(_NEWTON_MAX_ITER):
         p = expit(features @ weights)
-        gradient = features.T @ (labels - p) - ridge * weights
-        hessian = features.T @ (features * (p * (1 - p))[:, None]) + np.diag(ridge)
+        gradient = features.T @ (count * (labels - p)) - ridge * weights
+        curvature = count * p * (1 - p)
+        hessian = features.T @ (features * curvature[:, None]) + np.diag(ridge)
         step = np.linalg.solve(hessian, gradient)
         largest = np.abs(step).max()
         weights += step * min(1.0, _MAX_STEP / max(largest, 1e-300))
@@ -765,7 +800,9 @@ class Agreement(_Record):
     n_ratings: int
 
 
-def krippendorff_alpha(item_ids: ArrayLike, scores: ArrayLike) -> Agreement:
+def krippendorff_alpha(
+    item_ids: ArrayLike, scores: ArrayLike, *, counts: ArrayLike | None = None
+) -> Agreement:
     """Krippendorff's alpha with the ordinal metric.
 
     Units are the items rated at least twice, values the scores (the 7-point scale
@@ -776,13 +813,15 @@ def krippendorff_alpha(item_ids: ArrayLike, scores: ArrayLike) -> Agreement:
     Args:
         item_ids: the item (comparison) of each rating.
         scores: each rating's score.
+        counts: how many ratings each row stands for (default one each), as a
+            GROUP BY item, score gives them.
 
     Returns:
         Alpha and how many items and ratings it rests on.
     """
     _, item = _index(item_ids)
     values, value = _index(np.asarray(scores, dtype=np.float64))
-    by_item = _table(item, value, len(values))  # [items, values]
+    by_item = _table(item, value, len(values), counts)  # [items, values]
     raters = by_item.sum(axis=1)
     by_item, raters = by_item[raters >= 2], raters[raters >= 2]
     pairing = 1.0 / (raters - 1)
