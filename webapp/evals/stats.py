@@ -74,19 +74,18 @@ def _index(values: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         # a dict finds them in one pass, and a binary search places each entry.
         distinct = np.array(sorted(dict.fromkeys(values.tolist())), dtype=values.dtype)
         return distinct, np.searchsorted(distinct, values)
-    if values.dtype.kind in "iu" and values.size and _dense(values):
-        # Database ids and positions: one count per possible value finds the
-        # distinct ones in linear time, where sorting a million took 0.1-0.3 s.
-        present = np.bincount(values) > 0
-        position = np.cumsum(present) - 1
-        return np.flatnonzero(present).astype(values.dtype), position[values]
+    if values.dtype.kind in "iu" and values.size:
+        lowest = values.min()
+        if values.max() - lowest < 4 * values.size + 1024:
+            # Database ids, positions, scores: one count per possible value finds
+            # the distinct ones in linear time, where sorting a million took
+            # 0.1-0.3 s.
+            present = np.bincount(values - lowest) > 0
+            position = np.cumsum(present) - 1
+            distinct = np.flatnonzero(present) + lowest
+            return distinct.astype(values.dtype), position[values - lowest]
     distinct, inverse = np.unique(values, return_inverse=True)
     return distinct, inverse.reshape(-1)
-
-
-def _dense(values: np.ndarray) -> bool:
-    """Whether non-negative integers span few enough values to count each."""
-    return values.min() >= 0 and values.max() < 4 * values.size + 1024
 
 
 def _table(
@@ -945,14 +944,15 @@ def rater_quality(
     label = _labels(scores)
     on_left = np.asarray(side_shown) == "left"
 
-    hits, has_majority = _majority_hits(rater, item, label)
+    runs = _RaterItemRuns.of(rater, item, on_left)
+    hits, has_majority = _majority_hits(item, label, runs)
     agreement, n_majority = _shares(rater[has_majority], hits[has_majority], n_raters)
     gold_side = np.zeros(label.size) if gold is None else np.asarray(gold)
     graded = gold_side != 0
     accuracy, n_gold = _shares(
         rater[graded], label[graded] == gold_side[graded], n_raters
     )
-    consistency, n_swapped = _swap_consistency(rater, item, label, on_left, n_raters)
+    consistency, n_swapped = _swap_consistency(rater, label, runs, n_raters)
     decisive = label != 0
     left_won = (label[decisive] > 0) == on_left[decisive]
     left_rate, n_decisive = _shares(rater[decisive], left_won, n_raters)
@@ -1034,36 +1034,50 @@ def rater_quality(
     )
 
 
+@dataclass(frozen=True)
+class _RaterItemRuns:
+    """The ratings sorted by (rater, item, side shown), in their order within each:
+    one sort for both the majority and the swapped repeats."""
+
+    pair_run: np.ndarray  # [N] each rating's (rater, item) run, 0, 1, ...
+    side_keys: np.ndarray  # [S] each (rater, item, side) run's key, ascending
+    side_first: np.ndarray  # [S] the position of its first rating
+
+    @classmethod
+    def of(
+        cls, rater: np.ndarray, item: np.ndarray, on_left: np.ndarray
+    ) -> _RaterItemRuns:
+        n_items = int(item.max()) + 1 if item.size else 0
+        key = (rater * n_items + item) * 2 + on_left
+        order = np.argsort(key, kind="stable")
+        ordered = key[order]
+        starts_side = np.ones(key.size, dtype=bool)
+        starts_side[1:] = ordered[1:] != ordered[:-1]
+        starts_pair = np.ones(key.size, dtype=bool)
+        starts_pair[1:] = ordered[1:] // 2 != ordered[:-1] // 2
+        pair_run = np.empty(key.size, dtype=np.int64)
+        pair_run[order] = np.cumsum(starts_pair) - 1
+        return cls(pair_run, ordered[starts_side], order[starts_side])
+
+
 def _majority_hits(
-    rater: np.ndarray, item: np.ndarray, label: np.ndarray
+    item: np.ndarray, label: np.ndarray, runs: _RaterItemRuns
 ) -> tuple[np.ndarray, np.ndarray]:
     """Whether each rating equals the majority of the item's other raters' ratings,
     and where such a majority exists (the rater's own repeats are left out)."""
     column = label + 1
-    mine = rater * (int(item.max()) + 1) + item
-    others = _label_counts(item, column) - _label_counts(mine, column)
+    mine = _table(runs.pair_run, column, 3)[runs.pair_run]
+    others = _table(item, column, 3)[item] - mine
     top = others.max(axis=1)
     has_majority = (top > 0) & ((others == top[:, None]).sum(axis=1) == 1)
     return others.argmax(axis=1) == column, has_majority
 
 
-def _label_counts(group: np.ndarray, column: np.ndarray) -> np.ndarray:
-    """[N, 3] for each entry, how many entries of its group have each label."""
-    _, group = _index(group)
-    return _table(group, column, 3)[group]
-
-
 def _swap_consistency(
-    rater: np.ndarray,
-    item: np.ndarray,
-    label: np.ndarray,
-    on_left: np.ndarray,
-    n_raters: int,
+    rater: np.ndarray, label: np.ndarray, runs: _RaterItemRuns, n_raters: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per rater: share of swapped repeats with the same label, and their count."""
-    n_items = int(item.max()) + 1 if item.size else 0
-    key = (rater * n_items + item) * 2 + on_left
-    keys, first = np.unique(key, return_index=True)  # first rating on each side
+    keys, first = runs.side_keys, runs.side_first  # first rating on each side
     repeat = keys[:-1] // 2 == keys[1:] // 2  # right then left of one (rater, item)
     right, left = first[:-1][repeat], first[1:][repeat]
     return _shares(rater[right], label[right] == label[left], n_raters)
@@ -1129,39 +1143,36 @@ def _anomaly_p_values(
       M_j), capped at 1, so flagging at p <= alpha is the paper's rule.
 
     Returns:
-        [R] each rater's p-value (NaN for none of their votes).
+        [R] each rater's p-value.
     """
-    sign = np.ones(rater.size)
+    # Whole-number signs keep whole-number scores whole: levels are then indexed
+    # by counting, not sorting.
+    sign = np.ones(rater.size, dtype=np.int64)
     pair = np.zeros(rater.size, dtype=np.int64)
     if model_a is not None and model_b is not None:
         models, index = _index(
             np.concatenate([np.asarray(model_a), np.asarray(model_b)])
         )
         a, b = np.split(index, 2)
-        sign = np.where(a > b, 1.0, -1.0)  # +1 where model_a is m'
+        sign = np.where(a > b, 1, -1)  # +1 where model_a is m'
         pair = np.minimum(a, b) * len(models) + np.maximum(a, b)
     _, pair = _index(pair)
-    _, level = _index(sign * np.asarray(scores, dtype=np.float64))
-    by_rater = rater * (int(pair.max()) + 1) + pair
-    at_least = _count_at_least(pair, level) - _count_at_least(by_rater, level)
-    others = np.bincount(pair)[pair] - np.bincount(by_rater)[by_rater]
-    p = (1 + at_least) / (1 + others)
-    return np.array(
-        [
-            _sequential_fisher(votes, _check_points(len(votes), seed, name))
-            for votes, name in zip(_split_by(rater, p, len(names)), names, strict=True)
-        ]
-    )
+    _, level = _index(sign * np.asarray(scores))
+    _, by_rater = _index(rater * (int(pair.max()) + 1) + pair)
+    all_at_least = _at_least(pair, level)  # [pairs, levels]
+    mine_at_least = _at_least(by_rater, level)  # [rater-pairs, levels]
+    # Level 0 is the lowest: at least it, every vote of the group.
+    at_least = all_at_least[pair, level] - mine_at_least[by_rater, level]
+    others = all_at_least[pair, 0] - mine_at_least[by_rater, 0]
+    return _sequential_fisher(names, rater, (1 + at_least) / (1 + others), seed)
 
 
-def _count_at_least(group: np.ndarray, level: np.ndarray) -> np.ndarray:
-    """For each entry, how many entries of its group have at least its level."""
-    n_levels = int(level.max()) + 1
-    key = group * n_levels + level
-    ordered = np.sort(key)
-    return np.searchsorted(ordered, (group + 1) * n_levels) - np.searchsorted(
-        ordered, key
-    )
+def _at_least(group: np.ndarray, level: np.ndarray) -> np.ndarray:
+    """[groups, levels] how many entries of each group have at least each level (a
+    count of each level, summed from the top: linear, where a sort of a million
+    entries and two binary searches took 0.5 s)."""
+    by_level = _table(group, level, int(level.max()) + 1)
+    return np.cumsum(by_level[:, ::-1], axis=1)[:, ::-1]
 
 
 def _check_points(n_votes: int, seed: int, rater: Any) -> np.ndarray:
@@ -1172,13 +1183,32 @@ def _check_points(n_votes: int, seed: int, rater: Any) -> np.ndarray:
     return np.sort(chosen) + 1
 
 
-def _sequential_fisher(p_values: np.ndarray, check_points: np.ndarray) -> float:
-    """Bonferroni-adjusted p-value of Fisher's combination at the check points."""
-    if check_points.size == 0:
-        return math.nan
-    combined = -2 * np.cumsum(np.log(p_values))[check_points - 1]
-    tail = stats.chi2.sf(combined, 2 * check_points)
-    return float(min(1.0, _ANOMALY_CHECKS * tail.min()))
+def _sequential_fisher(
+    names: np.ndarray, rater: np.ndarray, p_values: np.ndarray, seed: int
+) -> np.ndarray:
+    """[R] each rater's Bonferroni-adjusted p-value of Fisher's combination of their
+    votes' p-values, in order, at their check points."""
+    n_raters = len(names)
+    order = np.argsort(rater, kind="stable")  # each rater's votes, in order
+    n_votes = np.bincount(rater, minlength=n_raters)
+    first = np.cumsum(n_votes) - n_votes
+    voter = rater[order]
+    rank = np.arange(rater.size) - first[voter]
+    early = rank < _ANOMALY_HORIZON
+    # [R, horizon] each rater's first votes' log p-values (zero past their last):
+    # the cumulative sums are M_j / -2, summed in the votes' order.
+    logs = np.zeros((n_raters, _ANOMALY_HORIZON))
+    logs[voter[early], rank[early]] = np.log(p_values[order][early])
+    combined = -2 * np.cumsum(logs, axis=1)
+    checks = [
+        _check_points(n, seed, name) for n, name in zip(n_votes, names, strict=True)
+    ]
+    checked = np.repeat(np.arange(n_raters), [c.size for c in checks])
+    j = np.concatenate(checks)
+    tail = stats.chi2.sf(combined[checked, j - 1], 2 * j)
+    smallest = np.full(n_raters, np.inf)
+    np.minimum.at(smallest, checked, tail)
+    return np.minimum(1.0, _ANOMALY_CHECKS * smallest)
 
 
 # --- Adaptive overlap -----------------------------------------------------------------
