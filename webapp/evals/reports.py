@@ -279,22 +279,14 @@ def _savings(campaign: Campaign, items: data.Items) -> stats.OverlapSavings | No
     return stats.ratings_saved(items.rated[done], k_max=campaign.k_max)
 
 
-def campaign_report(
-    campaign: Campaign, version: tuple[int, int] | None = None
+def _campaign_groups(
+    campaign: Campaign, items: data.Items, counts: data.Counts
 ) -> CampaignReport:
-    """The campaign's numbers, computed once per version of its ratings."""
-
-    def compute() -> CampaignReport:
-        items = data.campaign_items(campaign.pk)
-        counts = data.campaign_counts(campaign.pk, items)
-        order = sorted(counts.groups, key=lambda g: list(data.GROUPS).index(g))
-        return CampaignReport(
-            groups=tuple(_group_numbers(items, counts, g) for g in order),
-            savings=_savings(campaign, items),
-        )
-
-    version = version or campaign_version(campaign)
-    return cached("campaign", (campaign.pk, version), compute)
+    order = sorted(counts.groups, key=lambda g: list(data.GROUPS).index(g))
+    return CampaignReport(
+        groups=tuple(_group_numbers(items, counts, g) for g in order),
+        savings=_savings(campaign, items),
+    )
 
 
 # --- raters -----------------------------------------------------------------------
@@ -348,21 +340,26 @@ class RaterReport:
 
 
 def _rater_win_rates(
-    items: data.Items, ratings: data.PerRating, names: dict[int, str]
+    items: data.Items, ratings: data.CampaignRatings
 ) -> list[RaterWinRate]:
     n_models = len(items.models)
     item = ratings.item[ratings.counts]
-    rater = ratings.rater[ratings.counts]
-    outcome = 1 - np.sign(ratings.score[ratings.counts])
     pair = items.model_a[item] * n_models + items.model_b[item]
+    keys, key = np.unique(
+        ratings.rater[ratings.counts] * n_models**2 + pair, return_inverse=True
+    )
+    outcome = 1 - np.sign(ratings.score[ratings.counts])  # wins, ties, losses
+    table = np.bincount(key * 3 + outcome, minlength=len(keys) * 3).reshape(-1, 3)
     rows = []
-    for (r, p), positions in _groups_of(rater, pair):
-        wins, ties, losses = np.bincount(outcome[positions], minlength=3)
-        n = int(positions.size)
+    for key_value, (wins, ties, losses) in zip(
+        keys.tolist(), table.tolist(), strict=True
+    ):
+        r, p = divmod(key_value, n_models**2)
         a, b = divmod(p, n_models)
+        n = wins + ties + losses
         rows.append(
             RaterWinRate(
-                rater=names[r],
+                rater=ratings.names[r],
                 model=items.models[a],
                 baseline=items.models[b],
                 win_rate=(wins + ties / 2) / n,
@@ -375,43 +372,69 @@ def _rater_win_rates(
     return sorted(rows, key=lambda row: (row.model, row.baseline, row.rater))
 
 
-def _groups_of(
-    first: np.ndarray, second: np.ndarray
-) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
-    """`_groups` on pairs of non-negative integer keys."""
-    width = int(second.max()) + 1 if second.size else 1
-    for key, positions in _groups(first * width + second):
-        yield divmod(key, width), positions
+def _rater_report(items: data.Items, ratings: data.CampaignRatings) -> RaterReport:
+    """The table of the human raters."""
+    human = ratings.of_group(data.HUMAN)
+    quality = stats.rater_quality(
+        human.rater,
+        human.item,
+        human.score,
+        np.where(human.model_left, "left", "right"),
+        gold=items.gold[human.item],
+        active_seconds=human.active_seconds,
+        model_a=items.model_a[human.item],
+        model_b=items.model_b[human.item],
+    )
+    return RaterReport(
+        quality=tuple(
+            dataclasses.replace(q, rater=human.names[q.rater]) for q in quality
+        ),
+        win_rates=tuple(_rater_win_rates(items, human)),
+    )
+
+
+# --- a campaign's numbers -----------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class CampaignNumbers:
+    """Everything the campaign's dashboard shows, from one read of its ratings."""
+
+    report: CampaignReport
+    raters: RaterReport
+
+
+def campaign_numbers(
+    campaign: Campaign, version: tuple[int, int] | None = None
+) -> CampaignNumbers:
+    """The campaign's numbers and rater table, computed together once per version of
+    its ratings: both rest on every rating's columns, read once."""
+
+    def compute() -> CampaignNumbers:
+        items = data.campaign_items(campaign.pk)
+        ratings = data.campaign_ratings(campaign.pk, items)
+        counts = ratings.score_counts(len(items.ids))
+        return CampaignNumbers(
+            report=_campaign_groups(campaign, items, counts),
+            raters=_rater_report(items, ratings),
+        )
+
+    version = version or campaign_version(campaign)
+    return cached("campaign", (campaign.pk, version), compute)
+
+
+def campaign_report(
+    campaign: Campaign, version: tuple[int, int] | None = None
+) -> CampaignReport:
+    """The campaign's win rates, sides and agreement (see `campaign_numbers`)."""
+    return campaign_numbers(campaign, version).report
 
 
 def rater_report(
     campaign: Campaign, version: tuple[int, int] | None = None
 ) -> RaterReport:
-    """The campaign's rater table, computed once per version of its ratings."""
-
-    def compute() -> RaterReport:
-        items = data.campaign_items(campaign.pk)
-        ratings = data.human_ratings(campaign.pk, items)
-        names = data.rater_names(np.unique(ratings.rater).tolist())
-        quality = stats.rater_quality(
-            ratings.rater,
-            ratings.item,
-            ratings.score,
-            np.where(ratings.model_left, "left", "right"),
-            gold=items.gold[ratings.item],
-            active_seconds=ratings.active_seconds,
-            model_a=items.model_a[ratings.item],
-            model_b=items.model_b[ratings.item],
-        )
-        return RaterReport(
-            quality=tuple(
-                dataclasses.replace(q, rater=names[q.rater]) for q in quality
-            ),
-            win_rates=tuple(_rater_win_rates(items, ratings, names)),
-        )
-
-    version = version or campaign_version(campaign)
-    return cached("raters", (campaign.pk, version), compute)
+    """The campaign's rater table (see `campaign_numbers`)."""
+    return campaign_numbers(campaign, version).raters
 
 
 # --- the leaderboard --------------------------------------------------------------

@@ -59,7 +59,7 @@ def campaign_numbers(campaign: Campaign) -> str:
     version = reports.campaign_version(campaign)
 
     def render_numbers() -> str:
-        report = reports.campaign_report(campaign, version)
+        numbers = reports.campaign_numbers(campaign, version)
         groups = [
             GroupView(
                 numbers=group,
@@ -67,13 +67,13 @@ def campaign_numbers(campaign: Campaign) -> str:
                 win_chart=charts.win_rate_chart(group.win_rates),
                 side_chart=charts.win_rate_chart(group.sides),
             )
-            for group in report.groups
+            for group in numbers.report.groups
         ]
         context = {
             "campaign": campaign,
-            "report": report,
+            "report": numbers.report,
             "groups": groups,
-            "raters": reports.rater_report(campaign, version),
+            "raters": numbers.raters,
             "n_ratings": version[0],
             "shown_raters": reports.SHOWN_RATERS,
         }
@@ -101,11 +101,11 @@ def campaign_fragment(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 def campaign_json(request: HttpRequest, pk: int) -> JsonResponse:
     found = get_object_or_404(Campaign, pk=pk)
-    version = reports.campaign_version(found)
+    numbers = reports.campaign_numbers(found)
     body = {
         "campaign": {"id": found.pk, "name": found.name, "source": found.source},
-        **reports.campaign_report(found, version).to_dict(),
-        "raters": reports.rater_report(found, version).to_dict(),
+        **numbers.report.to_dict(),
+        "raters": numbers.raters.to_dict(),
     }
     return attachment(JsonResponse(body), f"{found.name}-evaluation.json")
 
@@ -116,14 +116,13 @@ def campaign_csv(request: HttpRequest, pk: int, table: str) -> HttpResponse:
     """One of the page's tables as CSV: win_rates, sides, agreement, raters or
     rater_win_rates."""
     found = get_object_or_404(Campaign, pk=pk)
-    version = reports.campaign_version(found)
-    report = reports.campaign_report(found, version)
+    numbers = reports.campaign_numbers(found)
     if table == "raters":
-        rows = [q.to_dict() for q in reports.rater_report(found, version).quality]
+        rows = [q.to_dict() for q in numbers.raters.quality]
     elif table == "rater_win_rates":
-        rows = [w.to_dict() for w in reports.rater_report(found, version).win_rates]
+        rows = [w.to_dict() for w in numbers.raters.win_rates]
     elif table in ("win_rates", "sides", "agreement"):
-        rows = report.table(table)
+        rows = numbers.report.table(table)
     else:
         raise Http404("No such table.")
     return csv_download(rows, f"{found.name}-{table}.csv")

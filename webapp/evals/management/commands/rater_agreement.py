@@ -19,10 +19,11 @@ class Command(BaseCommand):
 
     def handle(self, campaign: str, json: bool, **_) -> None:
         found = campaign_named(campaign)
-        human = reports.campaign_report(found).human
+        numbers = reports.campaign_numbers(found)
+        human = numbers.report.human
         agreement = human.agreement_rows() if human else []
         overall = agreement[0] if agreement else {"alpha": None, "n_items": 0}
-        raters = [q.to_dict() for q in reports.rater_report(found).quality]
+        raters = [q.to_dict() for q in numbers.raters.quality]
         if json:
             write_json(
                 self.stdout,
