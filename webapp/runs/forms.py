@@ -235,3 +235,95 @@ class ScoreForm(forms.Form):
         except GenerationError as exc:
             self.add_error(None, f"The reward model could not score it: {exc}")
         return None
+
+
+# --- the loop of a campaign -----------------------------------------------------------
+
+
+class RewardModelStepForm(forms.Form):
+    """Train a reward model on a campaign's ratings."""
+
+    name = forms.CharField(max_length=100)
+    steps = forms.IntegerField(min_value=1, initial=200)
+    batch_size = forms.IntegerField(min_value=1, initial=8)
+    learning_rate = forms.FloatField(initial=1e-5)
+    max_length = forms.IntegerField(min_value=8, initial=512)
+
+    def settings(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        steps = data["steps"]
+        return {
+            **{k: data[k] for k in ("steps", "batch_size", "learning_rate")},
+            "max_length": data["max_length"],
+            "eval_every": max(1, steps // 4),
+            "checkpoint_every": max(1, steps // 4),
+        }
+
+
+class RlhfStepForm(forms.Form):
+    """REINFORCE from the campaign's model with one of its reward models."""
+
+    name = forms.CharField(max_length=100)
+    reward_run = forms.ModelChoiceField(queryset=Run.objects.none())
+    steps = forms.IntegerField(min_value=1, initial=100)
+    prompts_per_step = forms.IntegerField(min_value=1, initial=8)
+    k = forms.IntegerField(min_value=2, initial=4)
+    learning_rate = forms.FloatField(initial=1e-6)
+    beta = forms.FloatField(min_value=0, initial=0.05)
+    target_kl = forms.FloatField(min_value=0, required=False, initial=6.0)
+    max_new_tokens = forms.IntegerField(min_value=1, initial=64)
+    max_length = forms.IntegerField(min_value=8, initial=512)
+    judge = forms.ChoiceField(required=False)
+
+    def __init__(self, campaign: Campaign, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["reward_run"].queryset = Run.objects.filter(
+            campaign=campaign, kind=Run.Kind.REWARD_MODEL, status=Run.Status.FINISHED
+        )
+        policies = CatalogModel.objects.filter(kind=CatalogModel.Kind.POLICY)
+        self.fields["judge"].choices = [("", "no judge")] + [
+            (m.name, m.name) for m in policies
+        ]
+
+    def settings(self) -> dict[str, Any]:
+        data = self.cleaned_data
+        names = ("steps", "prompts_per_step", "k", "learning_rate", "beta")
+        names += ("max_new_tokens", "max_length")
+        settings_ = {name: data[name] for name in names}
+        settings_["eval_every"] = settings_["checkpoint_every"] = max(
+            1, data["steps"] // 4
+        )
+        if data["target_kl"]:
+            settings_["target_kl"] = data["target_kl"]
+        if data["judge"]:
+            settings_["judge"] = services.model_path(data["judge"])
+        return settings_
+
+
+class EvaluateStepForm(forms.Form):
+    """A campaign of a trained policy against the campaign's model, held-out prompts."""
+
+    name = forms.CharField(max_length=100)
+    policy = forms.ModelChoiceField(queryset=CatalogModel.objects.none())
+
+    def __init__(self, campaign: Campaign, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["policy"].queryset = CatalogModel.objects.filter(
+            kind=CatalogModel.Kind.POLICY, run__campaign=campaign
+        )
+
+
+class JudgeStepForm(forms.Form):
+    """A catalog policy (or a registry model) rates the campaign as a judge."""
+
+    judge = forms.ChoiceField()
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        names = [
+            *builtin_models(),
+            *CatalogModel.objects.filter(kind=CatalogModel.Kind.POLICY).values_list(
+                "name", flat=True
+            ),
+        ]
+        self.fields["judge"].choices = [(n, n) for n in names]

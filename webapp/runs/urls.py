@@ -1,6 +1,6 @@
 from django.urls import path
 
-from webapp.runs import views
+from webapp.runs import loop_views, views
 
 app_name = "runs"
 
@@ -15,4 +15,14 @@ urlpatterns = [
     path("models/", views.model_list, name="models"),
     path("models/<str:name>/", views.model_detail, name="model"),
     path("api/models/<str:name>/score", views.score_api, name="api-score"),
+    # The loop of a campaign: reward model -> RLHF -> evaluation, and the judge.
+    path("runs/loop/<int:pk>/", loop_views.campaign_loop, name="campaign-loop"),
+    path(
+        "runs/loop/<int:pk>/reward-model/",
+        loop_views.train_reward_model,
+        name="loop-reward-model",
+    ),
+    path("runs/loop/<int:pk>/rlhf/", loop_views.run_rlhf, name="loop-rlhf"),
+    path("runs/loop/<int:pk>/evaluate/", loop_views.evaluate, name="loop-evaluate"),
+    path("runs/loop/<int:pk>/judge/", loop_views.judge, name="loop-judge"),
 ]

@@ -1,0 +1,160 @@
+"""The loop the product exists for: ratings → reward model → policy → served → rated.
+
+Each step is what a button of the site does, and `manage.py demo_loop` runs them all:
+
+1. `train_reward_model(campaign)`: a reward-model run on the campaign's preference
+   export;
+2. `run_rlhf(campaign, reward_run)`: REINFORCE with a KL term from the campaign's
+   model (the initial policy, also the reference) with that reward model, on the
+   campaign's prompts but the held-out ones;
+3. `services.register(run, name)`: the policy in the catalog, served by name;
+4. `evaluate(campaign, policy)`: a new campaign of the policy against the initial one
+   on the held-out prompts, with the same raters.
+
+Held-out prompts are chosen by prompt (a hash of the id), the same way every time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import IO, Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from webapp.ratings.models import Campaign, Prompt, PromptSet
+from webapp.runs import services
+from webapp.runs.models import CatalogModel, Run
+
+HELD_OUT_SHARE = 5  # one prompt in five is kept for the evaluation
+
+
+def held_out(prompt: Prompt, seed: int = 0) -> bool:
+    digest = hashlib.sha256(f"{seed}:{prompt.external_id}".encode()).digest()
+    return digest[0] % HELD_OUT_SHARE == 0
+
+
+def campaign_prompts(campaign: Campaign, *, held: bool) -> list[Prompt]:
+    """The campaign's prompts kept for training (`held=False`) or evaluation."""
+    from webapp.ratings.answer_jobs import campaign_prompts as all_prompts
+
+    return [p for p in all_prompts(campaign) if held_out(p, campaign.seed) == held]
+
+
+def train_reward_model(
+    campaign: Campaign, name: str, settings_: dict[str, Any], user=None
+) -> Run:
+    """A reward-model run on the campaign's ratings (its preference export)."""
+    if not campaign.items.filter(ratings__isnull=False).exists():
+        raise ValidationError("The campaign has no ratings to learn from yet.")
+    return services.start_run(
+        Run.Kind.REWARD_MODEL,
+        name,
+        {"model": services.model_path(campaign.model), **settings_},
+        services.campaign_data(campaign, Run.Kind.REWARD_MODEL),
+        data_source=f"ratings of campaign {campaign.name}",
+        user=user,
+        campaign=campaign,
+    )
+
+
+def _prompt_lines(prompts: list[Prompt]):
+    def write(out: IO[str]) -> None:
+        for prompt in prompts:
+            record = {
+                "id": prompt.external_id,
+                "prompt": prompt.text,
+                "category": prompt.category,
+            }
+            if prompt.history:  # a conversation: earlier turns, then the prompt
+                turns = [*prompt.history, {"role": "user", "content": prompt.text}]
+                record = {"messages": turns, "category": prompt.category}
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    return write
+
+
+def run_rlhf(
+    campaign: Campaign,
+    reward_run: Run,
+    name: str,
+    settings_: dict[str, Any],
+    user=None,
+) -> Run:
+    """REINFORCE from the campaign's model with the reward model of `reward_run`, on
+    the campaign's prompts that are not held out."""
+    if reward_run.kind != Run.Kind.REWARD_MODEL or not reward_run.checkpoint:
+        raise ValidationError("Choose a finished reward-model run.")
+    prompts = campaign_prompts(campaign, held=False)
+    if not prompts:
+        raise ValidationError("The campaign has no prompts to train on.")
+    return services.start_run(
+        Run.Kind.REINFORCE,
+        name,
+        {
+            "model": services.model_path(campaign.model),
+            "reward_model": reward_run.checkpoint,
+            **settings_,
+        },
+        _prompt_lines(prompts),
+        data_source=f"prompts of campaign {campaign.name} (held-out ones left out)",
+        user=user,
+        campaign=campaign,
+    )
+
+
+def evaluate(
+    campaign: Campaign,
+    policy: CatalogModel,
+    name: str,
+    *,
+    ratings_per_item: int | None = None,
+    user=None,
+) -> Campaign:
+    """A campaign of the trained policy (A) against the campaign's model (B) on the
+    held-out prompts, with the same raters and settings."""
+    from webapp.ratings.services import create_campaign
+
+    prompts = campaign_prompts(campaign, held=True)
+    if not prompts:
+        raise ValidationError("The campaign has no held-out prompts.")
+    with transaction.atomic():
+        prompt_set = PromptSet.objects.create(
+            name=f"{name} prompts",
+            description=f"The prompts of campaign {campaign.name} held out of RLHF.",
+            created_by=user,
+        )
+        Prompt.objects.bulk_create(
+            Prompt(
+                prompt_set=prompt_set,
+                external_id=p.external_id,
+                text=p.text,
+                category=p.category,
+                reference=p.reference,
+                tags=p.tags,
+                history=p.history,
+            )
+            for p in prompts
+        )
+        evaluation = create_campaign(
+            {
+                "name": name,
+                "prompt_set": prompt_set,
+                "model": policy.name,
+                "baseline": campaign.model,
+                "ratings_per_item": ratings_per_item or campaign.ratings_per_item,
+                "temperature": campaign.temperature,
+                "top_p": campaign.top_p,
+                "max_new_tokens": campaign.max_new_tokens,
+                "seed": campaign.seed + 1,
+                "guidelines": campaign.guidelines,
+                "gold_rate": campaign.gold_rate,
+                "repeat_rate": campaign.repeat_rate,
+                "daily_cap": campaign.daily_cap,
+                "lease_seconds": campaign.lease_seconds,
+            },
+            raters=campaign.raters.all(),
+            user=user,
+        )
+    return evaluation
