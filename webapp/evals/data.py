@@ -18,6 +18,7 @@ import dataclasses
 import math
 
 import numpy as np
+import psycopg
 from django.db import connections
 from django.db.models import (
     Case,
@@ -319,8 +320,11 @@ def fetch_columns(rows: QuerySet, types: dict[str, str]) -> dict[str, np.ndarray
         for name, t in types.items()
     )
     sql, params = rows.values(*types).query.sql_with_params()
-    with connection.cursor() as cursor:
-        cursor.execute(f"SELECT {joined} FROM ({sql}) rows", params)
+    connection.ensure_connection()
+    # Django's cursors bind parameters on the client, and such a cursor cannot ask
+    # for binary results: as hex text a million rows' columns took 0.13 s longer.
+    with psycopg.Cursor(connection.connection) as cursor:
+        cursor.execute(f"SELECT {joined} FROM ({sql}) rows", params, binary=True)
         blobs = cursor.fetchone()
     return {
         name: np.frombuffer(blob or b"", dtypes[name]).astype(
