@@ -1066,11 +1066,26 @@ def _majority_hits(
     """Whether each rating equals the majority of the item's other raters' ratings,
     and where such a majority exists (the rater's own repeats are left out)."""
     column = label + 1
-    mine = _table(runs.pair_run, column, 3)[runs.pair_run]
-    others = _table(item, column, 3)[item] - mine
-    top = others.max(axis=1)
-    has_majority = (top > 0) & ((others == top[:, None]).sum(axis=1) == 1)
-    return others.argmax(axis=1) == column, has_majority
+    by_item = _table(item, column, 3)  # [items, labels]
+    # A rating alone in its (rater, item) run leaves the item's counts less itself:
+    # one of three vectors per item, decided once each.
+    hits, exists = _majority(by_item[:, None, :] - np.eye(3, dtype=np.int64))
+    hit, has_majority = hits[item, column, column], exists[item, column]
+    repeated = np.flatnonzero(np.bincount(runs.pair_run)[runs.pair_run] > 1)
+    if repeated.size:
+        mine = _table(runs.pair_run, column, 3)[runs.pair_run[repeated]]
+        hits, exists = _majority(by_item[item[repeated]] - mine)
+        hit[repeated] = hits[np.arange(repeated.size), column[repeated]]
+        has_majority[repeated] = exists
+    return hit, has_majority
+
+
+def _majority(others: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For [..., 3] counts of each label: [..., 3] whether each label is the
+    majority, and [...] whether there is one (a single most frequent label)."""
+    top = others.max(axis=-1, keepdims=True)
+    exists = ((others == top).sum(axis=-1) == 1) & (top[..., 0] > 0)
+    return (others == top) & exists[..., None], exists
 
 
 def _swap_consistency(
@@ -1104,9 +1119,15 @@ def _split_by(
     groups: np.ndarray, values: np.ndarray, n_groups: int
 ) -> list[np.ndarray]:
     """Each group's values, in their order."""
-    order = np.argsort(groups, kind="stable")
     bounds = np.cumsum(np.bincount(groups, minlength=n_groups))[:-1]
-    return np.split(np.asarray(values)[order], bounds)
+    return np.split(np.asarray(values)[_group_order(groups, n_groups)], bounds)
+
+
+def _group_order(groups: np.ndarray, n_groups: int) -> np.ndarray:
+    """The entries ordered by group, in their order within each: NumPy's stable
+    sort is a radix sort for 16-bit keys (a third of the time for a million)."""
+    keys = groups.astype(np.uint16) if n_groups <= 1 << 16 else groups
+    return np.argsort(keys, kind="stable")
 
 
 # The paper checks each user at 5 of their first 100 votes.
@@ -1189,7 +1210,7 @@ def _sequential_fisher(
     """[R] each rater's Bonferroni-adjusted p-value of Fisher's combination of their
     votes' p-values, in order, at their check points."""
     n_raters = len(names)
-    order = np.argsort(rater, kind="stable")  # each rater's votes, in order
+    order = _group_order(rater, n_raters)  # each rater's votes, in order
     n_votes = np.bincount(rater, minlength=n_raters)
     first = np.cumsum(n_votes) - n_votes
     voter = rater[order]
