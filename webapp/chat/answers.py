@@ -13,14 +13,10 @@ answer over.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
-import functools
-import threading
 from collections.abc import Iterable
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from model_service import protocol
@@ -28,6 +24,7 @@ from model_service.client import Busy, GenerationError, WorkerUnavailable
 from model_service.sampling import SamplingParams
 from webapp.chat.models import Message, conversation_group
 from webapp.core import serving
+from webapp.core.channel_layer import send_to_group
 
 NEVER_SUBMITTED_ERROR = (
     "This answer was never handed to the model (the web server stopped before it "
@@ -37,24 +34,6 @@ NEVER_SUBMITTED_ERROR = (
 
 def cancel_request(request_id: str) -> None:
     serving.client().cancel(request_id)
-
-
-@functools.cache
-def channel_layer_loop() -> asyncio.AbstractEventLoop:
-    """One event loop per process for the channel layer, on its own thread.
-
-    `async_to_sync` would build a loop, and with it a new Redis connection pool, for
-    every update: tens of milliseconds each. On one long-lived loop the pool stays.
-    """
-    loop = asyncio.new_event_loop()
-    threading.Thread(target=loop.run_forever, name="channel-layer", daemon=True).start()
-    return loop
-
-
-def send_to_group(conversation_id: int, event: dict[str, Any]) -> None:
-    """Sends and waits: the event leaves before the caller moves on."""
-    send = get_channel_layer().group_send(conversation_group(conversation_id), event)
-    asyncio.run_coroutine_threadsafe(send, channel_layer_loop()).result()
 
 
 def sampling_params(answer: Message) -> SamplingParams:
@@ -166,7 +145,8 @@ def settle(answers: Iterable[Message]) -> list[int]:
         ):
             saved.append(answer.pk)
             send_to_group(
-                answer.conversation_id, {"type": "chat.final", "message_id": answer.pk}
+                conversation_group(answer.conversation_id),
+                {"type": "chat.final", "message_id": answer.pk},
             )
     return saved
 

@@ -15,7 +15,7 @@ import logging
 from channels.layers import get_channel_layer
 from django.core.cache import cache
 
-from webapp.chat.answers import channel_layer_loop
+from webapp.core.channel_layer import channel_layer_loop
 from webapp.evals import overlap
 from webapp.ratings.models import Campaign
 

@@ -9,14 +9,12 @@ itself; here is only the bookkeeping around it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
-from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from webapp.chat.answers import channel_layer_loop
+from webapp.core.channel_layer import send_to_group
 from webapp.runs.models import Metric, Run
 
 log = logging.getLogger(__name__)
@@ -30,8 +28,7 @@ def run_group(run_id: int) -> str:
 
 
 def notify(run_id: int, event: dict[str, Any]) -> None:
-    send = get_channel_layer().group_send(run_group(run_id), event)
-    asyncio.run_coroutine_threadsafe(send, channel_layer_loop()).result()
+    send_to_group(run_group(run_id), event)
 
 
 def append_log(run_id: int, line: str) -> None:
