@@ -99,3 +99,28 @@ def test_a_model_no_worker_announces_has_no_context():
         serving.chat_prompt(
             "gemma3-270m", turns([], "Hi"), max_new_tokens=8, workers=WORKERS
         )
+
+
+def test_a_catalog_model_gets_its_checkpoints_tokenizer(tmp_path):
+    from model_service import protocol
+    from model_service.checkpoints import flax_params
+    from model_service.registry import load_model
+
+    tiny = load_model("tiny-random")
+    flax_params.save(tmp_path / "ckpt", tiny.params, tiny.config)
+    redis = serving.client().redis
+    redis.hset(
+        protocol.CATALOG_KEY,
+        "catalog-tiny",
+        protocol.catalog_entry(str(tmp_path / "ckpt"), protocol.POLICY),
+    )
+    try:
+        assert serving.model_source("catalog-tiny") == str(tmp_path / "ckpt")
+        assert serving.model_source("tiny-random") == "tiny-random"
+        workers = {"w": {"models": {"catalog-tiny": {"context_length": 256}}}}
+        prompt = serving.chat_prompt(
+            "catalog-tiny", turns([], "Hi"), max_new_tokens=8, workers=workers
+        )
+        assert prompt.token_ids == format_conversation(tiny.tokenizer, turns([], "Hi"))
+    finally:
+        redis.hdel(protocol.CATALOG_KEY, "catalog-tiny")

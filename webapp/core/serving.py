@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
+import json
 import threading
 import weakref
 from collections.abc import Mapping, Sequence
@@ -84,7 +85,14 @@ def _load_tokenizer(model_name: str):
     # somebody chats.
     from model_service.registry import load_tokenizer
 
-    return load_tokenizer(model_name)
+    return load_tokenizer(model_source(model_name))
+
+
+def model_source(model_name: str) -> str:
+    """What the registry loads a model by: a catalog model's checkpoint (the catalog
+    the workers read, `gemma:catalog`), else the name itself."""
+    entry = client().redis.hget(protocol.CATALOG_KEY, model_name)
+    return json.loads(entry)["path"] if entry else model_name
 
 
 def warm_up(model_name: str) -> None:
