@@ -1,4 +1,5 @@
-"""Pytest plugin (loaded by `-p` in pyproject.toml): the session's Redis and database.
+"""Pytest plugin (loaded by `-p` in pyproject.toml): the session's Redis, database
+and cache keys.
 
 It runs before pytest-django reads the settings, which read REDIS_URL and DATABASE_URL
 once at import:
@@ -32,6 +33,9 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args):
         os.environ.setdefault("REDIS_URL", CI_REDIS_URL)
     if not os.environ.get("REDIS_URL"):
         start_private_redis(early_config)
+    # The session's cache keys apart from any other's on the same Redis (its workers
+    # inherit the variable).
+    os.environ.setdefault("CACHE_KEY_PREFIX", f"gemma-test-{os.getpid()}")
     return (yield)
 
 

@@ -217,6 +217,20 @@ STATIC_ROOT = VAR_DIR / "static"
 # One host serves everything in the embedded run; behind a proxy set SERVE_STATIC=false.
 SERVE_STATIC = env_bool("SERVE_STATIC", True)
 
+# --- Cache --------------------------------------------------------------------------
+
+# The dashboards' numbers, computed once per version of the ratings by a web process
+# or a Celery worker, and read by all of them. Django's Redis cache takes the Unix
+# socket URL (unix:///path?db=0) as it is; its keys sit under a prefix of their own,
+# which `clear()` keeps to (a test session names its own).
+CACHES = {
+    "default": {
+        "BACKEND": "webapp.core.cache.PrefixedRedisCache",
+        "LOCATION": REDIS_URL,
+        "KEY_PREFIX": env_str("CACHE_KEY_PREFIX", "gemma-studio"),
+    }
+}
+
 # --- Channels -----------------------------------------------------------------------
 
 CHANNEL_LAYERS = {

@@ -1,11 +1,13 @@
 """Dashboards that follow the ratings as they arrive: when a rating is stored, the
 pages of its campaign and the leaderboards hear of it through the channel layer
-(`consumers.NumbersConsumer` tells each page, at most once every 2 s), and an adaptive
-campaign's item may get another place (`overlap.after_rating`).
+(`consumers.NumbersConsumer` tells each page, at most once every 2 s), a Celery
+worker computes the campaign's numbers afresh (`tasks.refresh_campaign`), so that its
+page is rarely cold when someone opens it, and an adaptive campaign's item may get
+another place (`overlap.after_rating`).
 
 Telling costs the rater's request nothing: it is handed to the process's
 channel-layer loop, which sends one message per campaign for all the ratings of the
-same `COALESCE_S`."""
+same `COALESCE_S`, and asks for one refresh for all those of `REFRESH_DELAY_S`."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ from channels.layers import get_channel_layer
 from django.core.cache import cache
 
 from webapp.core.channel_layer import channel_layer_loop
-from webapp.evals import overlap
+from webapp.evals import overlap, tasks
 from webapp.ratings.models import Campaign
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,8 @@ logger = logging.getLogger(__name__)
 ALL_GROUP = "evals.all"
 CHANGED = {"type": "ratings.changed"}
 COALESCE_S = 0.5
+# A refresh waits this long, and counts every rating that arrives meanwhile.
+REFRESH_DELAY_S = 2.0
 ADAPTIVE_CACHE_SECONDS = 60
 
 _waiting: set[int] = set()  # campaigns with a message due; touched on the loop only
@@ -70,5 +74,16 @@ async def _send(campaign_id: int) -> None:
     try:
         for group in (campaign_group(campaign_id), ALL_GROUP):
             await layer.group_send(group, CHANGED)
+        await asyncio.to_thread(refresh_soon, campaign_id)
     except Exception:  # the pages miss one refresh; the ratings are safe
         logger.exception("could not tell campaign %s's pages", campaign_id)
+
+
+def refresh_soon(campaign_id: int) -> bool:
+    """Asks a worker to compute the campaign's numbers in `REFRESH_DELAY_S`, unless
+    that is asked already: one refresh counts every rating of those seconds. Returns
+    whether it asked."""
+    if not cache.add(f"evals:refresh-due:{campaign_id}", True, REFRESH_DELAY_S):
+        return False
+    tasks.refresh_campaign.apply_async((campaign_id,), countdown=REFRESH_DELAY_S)
+    return True

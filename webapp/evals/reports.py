@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import numpy as np
+import redis
 from django.core.cache import cache
 
 from webapp.evals import data, stats
 from webapp.ratings.models import Campaign, Rating
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 ALL = "all"
 SIDES = ("left", "right")  # where the model under test (answer A) was shown
@@ -36,10 +39,16 @@ CACHE_SECONDS = 24 * 3600
 
 def cached(name: str, key: tuple, compute: Callable[[], T]) -> T:
     """`compute()`'s result, kept under `name` and `key` (which names what it rests
-    on, the ratings' version included)."""
+    on, the ratings' version included) in the cache that every process shares."""
     digest = hashlib.sha256(repr(key).encode()).hexdigest()[:32]
     full_key = f"evals:{name}:{digest}"
-    value = cache.get(full_key)
+    try:
+        value = cache.get(full_key)
+    except redis.ConnectionError:
+        # A command run while the site, and its Redis, are down: the same numbers,
+        # computed and not kept.
+        logger.warning("the cache cannot be reached; computing %s uncached", name)
+        return compute()
     if value is None:
         value = compute()
         cache.set(full_key, value, CACHE_SECONDS)

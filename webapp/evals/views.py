@@ -53,10 +53,10 @@ class GroupView:
     side_chart: charts.IntervalChart
 
 
-def campaign_numbers(campaign: Campaign) -> str:
+def numbers_html(campaign: Campaign, version: tuple[int, int] | None = None) -> str:
     """The page's numbers as HTML (what the page shows and its fragment view
     sends), rendered once per version of the campaign's ratings."""
-    version = reports.campaign_version(campaign)
+    version = version or reports.campaign_version(campaign)
 
     def render_numbers() -> str:
         numbers = reports.campaign_numbers(campaign, version)
@@ -86,7 +86,7 @@ def campaign_numbers(campaign: Campaign) -> str:
 @require_GET
 def campaign(request: HttpRequest, pk: int) -> HttpResponse:
     found = get_object_or_404(Campaign, pk=pk)
-    context = {"campaign": found, "numbers": campaign_numbers(found)}
+    context = {"campaign": found, "numbers": numbers_html(found)}
     return render(request, "evals/campaign.html", context)
 
 
@@ -94,7 +94,7 @@ def campaign(request: HttpRequest, pk: int) -> HttpResponse:
 @never_cache
 @require_GET
 def campaign_fragment(request: HttpRequest, pk: int) -> HttpResponse:
-    return HttpResponse(campaign_numbers(get_object_or_404(Campaign, pk=pk)))
+    return HttpResponse(numbers_html(get_object_or_404(Campaign, pk=pk)))
 
 
 @researcher_required
