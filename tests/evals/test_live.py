@@ -1,7 +1,7 @@
-"""Pages follow the ratings live: a rating stored through the queue tells the
-campaign's open pages and the leaderboards over their WebSocket (the project's ASGI
-application, the Redis channel layer), at most once every 2 s, and the numbers they
-fetch again have changed. Researchers only."""
+"""Pages follow the ratings live: a rating stored through the queue, or a chat
+vote, tells the campaign's open pages and the leaderboards over their WebSocket (the
+project's ASGI application, the Redis channel layer), at most once every 2 s, and the
+numbers they fetch again have changed. Researchers only."""
 
 import pytest
 from channels.db import database_sync_to_async
@@ -12,11 +12,13 @@ from django.test import Client
 from django.urls import reverse
 
 from tests.conftest import make_user
+from tests.evals.studies import chat_votes
 from tests.ratings.factories import make_campaign
 from webapp.accounts.roles import RATER, RESEARCHER
 from webapp.asgi import application
 from webapp.evals import live
 from webapp.ratings import queue
+from webapp.ratings.chat_votes import chat_campaign
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.django_db(transaction=True)]
 
@@ -81,6 +83,21 @@ async def test_a_stored_rating_refreshes_the_campaigns_page(
 
     assert b"0 ratings in all." in before.content
     assert b"1 ratings in all." in after.content
+
+
+async def test_a_chat_vote_refreshes_the_chat_votes_page(researcher_session):
+    _client, cookie = researcher_session
+    chat = await database_sync_to_async(chat_campaign)()
+    page = socket(f"/ws/evals/campaigns/{chat.pk}/", cookie)
+    assert (await page.connect())[0]
+    try:
+        await database_sync_to_async(
+            lambda: chat_votes(make_user("cy"), "m-one", "m-two", [2])
+        )()
+
+        assert await page.receive_json_from(timeout=10) == CHANGED
+    finally:
+        await page.disconnect()
 
 
 async def test_changes_close_together_are_told_once_every_two_seconds(

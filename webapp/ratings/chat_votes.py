@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from webapp.evals.live import rating_stored
 from webapp.ratings.models import Answer, Campaign, Item, Prompt, PromptSet, Rating
 from webapp.ratings.queue import rater_for, score_for_a
 
@@ -74,10 +75,13 @@ def record_vote(
             rated=1,
         )
         left = "a" if first_left else "b"
-        return Rating.objects.create(
+        rating = Rating.objects.create(
             item=item,
             rater=rater_for(user),
             score=score_for_a(choice, left),
             left=left,
             source=Rating.Source.CHAT,
         )
+        # The dashboards follow chat votes as they follow campaign ratings.
+        transaction.on_commit(lambda: rating_stored(campaign.pk, item.pk), robust=True)
+    return rating
