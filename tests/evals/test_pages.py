@@ -253,3 +253,23 @@ def test_a_report_is_computed_once_until_a_rating_arrives(
     writing = [c for c in changed.human.win_rates if c.slice == "writing"]
     assert writing[0].rate.n_ratings == 3
     assert changed != first
+
+
+def test_a_campaigns_page_links_to_its_dashboard_and_shows_adaptive_overlap(
+    researcher_client,
+):
+    fixed = make_campaign("fixed")
+    adaptive = make_campaign(
+        "adaptive", adaptive=True, k_min=2, k_max=6, target_ci_width=0.08
+    )
+
+    fixed_page = researcher_client.get(reverse("ratings:campaign", args=[fixed.pk]))
+    adaptive_page = researcher_client.get(
+        reverse("ratings:campaign", args=[adaptive.pk])
+    )
+
+    dashboard = reverse("evals:campaign", args=[fixed.pk])
+    assert f'href="{dashboard}"'.encode() in fixed_page.content
+    assert b'id="adaptive"' not in fixed_page.content
+    shown = adaptive_page.content.decode()
+    assert "K min = 2" in shown and "K max = 6" in shown and "wider than 0.08" in shown
