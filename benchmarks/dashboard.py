@@ -3,7 +3,8 @@ PostgreSQL: the page rendered cold (nothing cached), then again (cached).
 
 Needs a PostgreSQL server (the default URL is the CI one,
 postgres://127.0.0.1:5432/test); the script creates a database of its own there,
-migrates it, loads the ratings and drops it at the end.
+migrates it, loads the ratings and drops it at the end. The cache is Redis, as in
+the site: REDIS_URL's, or a private redis-server the script starts and stops.
 
     .venv/bin/python benchmarks/dashboard.py [--runs 2] [--ratings 1000000]
 
@@ -24,11 +25,14 @@ Never run inside the test suite: speed lives here, not in timed asserts.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -198,16 +202,38 @@ def measure(campaign_id: int, runs: int) -> dict[str, float]:
     return {k: round(statistics.median(v), 3) for k, v in times.items()}
 
 
+@contextlib.contextmanager
+def redis_server() -> Iterator[None]:
+    """REDIS_URL's server, or a private one on a socket of its own."""
+    if os.environ.get("REDIS_URL"):
+        yield
+        return
+    from webapp.launcher import socket_url, start_redis, stop
+
+    with tempfile.TemporaryDirectory(prefix="dashboard-bench-") as folder:
+        process = start_redis(Path(folder) / "redis.sock")
+        os.environ["REDIS_URL"] = socket_url(Path(folder) / "redis.sock")
+        try:
+            yield
+        finally:
+            stop(process)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--ratings", type=int, default=1_000_000)
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--postgres", default="postgres://127.0.0.1:5432/test")
     args = parser.parse_args()
+    sys.path.insert(0, str(ROOT))
+    with redis_server():
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     name = f"dashboard_bench_{os.getpid()}"
     os.environ["DATABASE_URL"] = database(args.postgres, name, create=True)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "webapp.settings")
-    sys.path.insert(0, str(ROOT))
     import django
 
     django.setup()

@@ -204,6 +204,8 @@ class CampaignRatings:
     def of_group(self, name: str) -> CampaignRatings:
         code = self.groups.index(name) if name in self.groups else -1
         keep = self.group == code
+        if keep.all():
+            return self
         return dataclasses.replace(
             self,
             **{
