@@ -1,5 +1,7 @@
-"""Reading the rating store for the dashboards: SQL aggregates, and the per-rating
-columns only where a statistic needs them, as NumPy arrays.
+"""Reading the rating store for the dashboards, as NumPy arrays: a campaign's items,
+and every rating's columns in one query (the rater table needs them, and the
+per-item counts of Table 5 are a bincount of them); SQL aggregates for the
+leaderboard's battles and a category's per-prompt counts.
 
 Which ratings count where:
 
