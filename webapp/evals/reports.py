@@ -431,7 +431,7 @@ def campaign_numbers(
         )
 
     version = version or campaign_version(campaign)
-    return cached("campaign", (campaign.pk, version), compute)
+    return cached("numbers", (campaign.pk, version), compute)
 
 
 def campaign_report(
