@@ -16,6 +16,7 @@ Held-out prompts are chosen by prompt (a hash of the id), the same way every tim
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from typing import IO, Any
@@ -23,6 +24,7 @@ from typing import IO, Any
 from django.core.exceptions import ValidationError
 from django.db import transaction
 
+from webapp.core import serving
 from webapp.ratings.models import Campaign, Prompt, PromptSet
 from webapp.runs import services
 from webapp.runs.models import CatalogModel, Run
@@ -68,8 +70,7 @@ def _prompt_lines(prompts: list[Prompt]):
                 "category": prompt.category,
             }
             if prompt.history:  # a conversation: earlier turns, then the prompt
-                turns = [*prompt.history, {"role": "user", "content": prompt.text}]
-                record = {"messages": turns, "category": prompt.category}
+                record = {"messages": _turns(prompt), "category": prompt.category}
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
     return write
@@ -87,8 +88,10 @@ def run_rlhf(
     if reward_run.kind != Run.Kind.REWARD_MODEL or not reward_run.checkpoint:
         raise ValidationError("Choose a finished reward-model run.")
     prompts = campaign_prompts(campaign, held=False)
-    if not prompts:
-        raise ValidationError("The campaign has no prompts to train on.")
+    fitting = _fitting(campaign.model, prompts, settings_)
+    if not fitting:
+        raise ValidationError("No prompt of the campaign fits max_length to train on.")
+    left_out = len(prompts) - len(fitting)
     return services.start_run(
         Run.Kind.REINFORCE,
         name,
@@ -97,11 +100,34 @@ def run_rlhf(
             "reward_model": reward_run.checkpoint,
             **settings_,
         },
-        _prompt_lines(prompts),
-        data_source=f"prompts of campaign {campaign.name} (held-out ones left out)",
+        _prompt_lines(fitting),
+        data_source=(
+            f"prompts of campaign {campaign.name} (held-out ones left out"
+            + (f", and {left_out} too long for max_length)" if left_out else ")")
+        ),
         user=user,
         campaign=campaign,
     )
+
+
+def _turns(prompt: Prompt) -> list[dict[str, str]]:
+    return [*prompt.history, {"role": "user", "content": prompt.text}]
+
+
+def _fitting(model: str, prompts: list[Prompt], settings_: dict) -> list[Prompt]:
+    """The prompts that leave room for an answer of `max_new_tokens` in
+    `max_length` (the trainer's defaults where the settings do not say)."""
+    from model_service.chat_format import format_conversation
+    from training.config import ReinforceConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(ReinforceConfig)}
+    room = settings_.get("max_length", defaults["max_length"]) - settings_.get(
+        "max_new_tokens", defaults["max_new_tokens"]
+    )
+    tokenizer = serving.tokenizer_for(model)
+    return [
+        p for p in prompts if len(format_conversation(tokenizer, _turns(p))) <= room
+    ]
 
 
 def evaluate(
