@@ -150,7 +150,7 @@ def turns_from_messages(messages: Sequence[Mapping[str, str]]) -> list[dict[str,
             raise ValueError(f"message {index} content must be a string")
         if role == "system":
             system.append(content)
-        elif role in MESSAGE_ROLES:
+        elif isinstance(role, str) and role in MESSAGE_ROLES:
             turns.append({"role": MESSAGE_ROLES[role], "content": content})
         else:
             raise ValueError(

@@ -65,6 +65,7 @@ def test_messages_become_turns_with_system_text_before_the_first_user_turn() -> 
     "messages, message",
     [
         ([{"role": "tool", "content": "x"}], "roles are 'system', 'user'"),
+        ([{"role": [], "content": "x"}], "roles are 'system', 'user'"),
         ([{"role": "user"}], "'role' and 'content'"),
         ([{"role": "user", "content": 1}], "must be a string"),
         ([{"role": "system", "content": "x"}], "needs a user message"),
