@@ -26,16 +26,20 @@ from training.config import (
 
 @dataclasses.dataclass(frozen=True)
 class JobKind:
-    """A job's config class, and how it prepares a run from a config."""
+    """A job's config class, how it reads its data from a config, and how it
+    prepares a run."""
 
     config: type[TrainConfig]
+    read_data: Callable[[Any], tuple[list, list]]
     prepare: Callable[[Any], loop.Job]
 
 
 JOBS = {
-    "sft": JobKind(SFTConfig, sft.prepare),
-    "reward-model": JobKind(RewardModelConfig, reward_model.prepare),
-    "reinforce": JobKind(ReinforceConfig, reinforce.prepare),
+    "sft": JobKind(SFTConfig, sft.read_data, sft.prepare),
+    "reward-model": JobKind(
+        RewardModelConfig, reward_model.read_data, reward_model.prepare
+    ),
+    "reinforce": JobKind(ReinforceConfig, reinforce.read_data, reinforce.prepare),
 }
 
 
@@ -50,6 +54,16 @@ def configure(
     if kind not in JOBS:
         raise ConfigError(f"unknown job {kind!r}; jobs are {', '.join(JOBS)}")
     return load_config(JOBS[kind].config, source)
+
+
+def check_data(kind: str, config: TrainConfig) -> None:
+    """Reads a checked config's data as its job will, without loading the model: for
+    refusing a bad file before a run is queued.
+
+    Raises:
+        DataError: bad data lines (all listed), or too little data.
+    """
+    JOBS[kind].read_data(config)
 
 
 def run(

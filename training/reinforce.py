@@ -548,6 +548,23 @@ def _logprobs(
 # --- the job --------------------------------------------------------------------------
 
 
+def read_data(config: ReinforceConfig) -> tuple[list[Prompt], list[Prompt]]:
+    """The encoded (train, held-out) prompts.
+
+    Raises:
+        DataError: bad prompts (every bad line reported).
+    """
+    return load_examples(
+        config,
+        functools.partial(
+            parse_prompt,
+            load_tokenizer(config.model),
+            config.max_length - config.max_new_tokens,
+        ),
+        lambda prompt: prompt.turns,
+    )
+
+
 def prepare(config: ReinforceConfig) -> loop.Job:
     """Reads and encodes the prompts (every bad line reported), then loads the
     policy, a frozen copy of it as the reference, the reward model and the judge.
@@ -557,13 +574,7 @@ def prepare(config: ReinforceConfig) -> loop.Job:
         ConfigError: a reward model whose vocabulary is not the policy's.
     """
     tokenizer = load_tokenizer(config.model)
-    train, held_out = load_examples(
-        config,
-        functools.partial(
-            parse_prompt, tokenizer, config.max_length - config.max_new_tokens
-        ),
-        lambda prompt: prompt.turns,
-    )
+    train, held_out = read_data(config)
     reward_model = RewardModel.load(config.reward_model)
     model = load_model(config.model)
     if reward_model.config.vocab_size != model.config.vocab_size:

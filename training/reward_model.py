@@ -236,17 +236,18 @@ class RewardObjective:
         }
 
 
-def prepare(config: RewardModelConfig) -> loop.Job:
-    """Reads and encodes the pairs (every bad line reported; ties dropped or kept as
-    the config says), then loads the backbone and makes the head.
+def read_data(
+    config: RewardModelConfig,
+) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """The encoded (train, held-out) pairs, ties dropped or kept as the config says.
 
     Raises:
-        DataError: bad data.
+        DataError: bad data (every bad line reported), or nothing left once ties
+            are dropped.
     """
-    tokenizer = load_tokenizer(config.model)
     train, held_out = load_examples(
         config,
-        functools.partial(parse_pair, tokenizer, config.max_length),
+        functools.partial(parse_pair, load_tokenizer(config.model), config.max_length),
         lambda pair: pair.prompt,
     )
     if config.ties == "drop":
@@ -257,6 +258,17 @@ def prepare(config: RewardModelConfig) -> loop.Job:
                 "no training or no held-out pairs are left once ties are dropped "
                 '(set "ties": "soft" to train on them)'
             )
+    return train, held_out
+
+
+def prepare(config: RewardModelConfig) -> loop.Job:
+    """Reads and encodes the pairs (`read_data`), then loads the backbone and makes
+    the head.
+
+    Raises:
+        DataError: bad data.
+    """
+    train, held_out = read_data(config)
     model = load_model(config.model)
     head = init_head(jax.random.key(config.seed), model.config.embed_dim)
 

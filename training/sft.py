@@ -147,18 +147,26 @@ class SFTObjective:
         }
 
 
+def read_data(config: SFTConfig) -> tuple[list[SFTExample], list[SFTExample]]:
+    """The encoded (train, held-out) conversations.
+
+    Raises:
+        DataError: bad data (every bad line reported).
+    """
+    return load_examples(
+        config,
+        functools.partial(encode, load_tokenizer(config.model), config.max_length),
+        lambda example: example.prompt,
+    )
+
+
 def prepare(config: SFTConfig) -> loop.Job:
     """Reads and encodes the data (every bad line reported), then loads the model.
 
     Raises:
         DataError: bad data.
     """
-    tokenizer = load_tokenizer(config.model)
-    train, held_out = load_examples(
-        config,
-        functools.partial(encode, tokenizer, config.max_length),
-        lambda example: example.prompt,
-    )
+    train, held_out = read_data(config)
     model = load_model(config.model)
 
     def export(directory: Path, params: Params, metrics: dict[str, float]) -> None:

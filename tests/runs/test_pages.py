@@ -359,6 +359,28 @@ def test_bad_values_are_shown_on_the_form_and_nothing_is_queued(
     assert not runs_dir.exists() or not any(runs_dir.iterdir())
 
 
+def test_an_upload_with_bad_lines_is_refused_naming_them_and_nothing_is_queued(
+    researcher_client, runs_dir, django_capture_on_commit_callbacks
+):
+    good = PAIRS.read_text().splitlines()[0]
+    upload = SimpleUploadedFile(
+        "pairs.jsonl", f'{good}\n{{"prompt": "hi"}}\n{good}\nnot json\n'.encode()
+    )
+
+    with django_capture_on_commit_callbacks() as sent:
+        response = researcher_client.post(
+            NEW, good_form(kind="reward-model", data="upload", file=upload)
+        )
+
+    assert response.status_code == 400
+    page = response.content.decode()
+    assert "2 bad line(s)" in page
+    assert "line 2: missing key" in page and "line 4: not JSON" in page
+    assert str(runs_dir) not in page
+    assert Run.objects.count() == 0 and not sent
+    assert not runs_dir.exists() or not any(runs_dir.iterdir())
+
+
 # --- a run's page ---------------------------------------------------------------------
 
 

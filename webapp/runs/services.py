@@ -37,14 +37,20 @@ def run_directory(run: Run) -> Path:
 
 
 def check_config(kind: str, config: dict[str, Any]) -> None:
-    """The training package's own checks, as a form error."""
+    """The training package's own checks of the config and of its data (read as
+    the job will), as a form error; a bad line is named by its number (the file's
+    path is the run's, not one the researcher knows)."""
     from training import jobs
     from training.config import ConfigError
+    from training.data import DataError
 
     try:
-        jobs.configure(kind, config)
+        jobs.check_data(kind, jobs.configure(kind, config))
     except ConfigError as exc:
         raise ValidationError(str(exc)) from None
+    except DataError as exc:
+        message = str(exc).replace(f"{config['train_data']}:", "line ")
+        raise ValidationError(message) from None
 
 
 def start_run(
@@ -60,7 +66,7 @@ def start_run(
     lines), its checked config; queues it after the commit.
 
     Raises:
-        ValidationError: a bad config (nothing is kept).
+        ValidationError: a bad config or bad data (nothing is kept).
     """
     from training.tasks import run_training
 
