@@ -22,6 +22,7 @@ from training.config import (
     TrainConfig,
     load_config,
 )
+from training.data import DataError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,8 +63,15 @@ def check_data(kind: str, config: TrainConfig) -> None:
 
     Raises:
         DataError: bad data lines (all listed), or too little data.
+        ConfigError: a model whose tokenizer cannot be read (say, a checkpoint
+            directory without a checkpoint).
     """
-    JOBS[kind].read_data(config)
+    try:
+        JOBS[kind].read_data(config)
+    except DataError:
+        raise
+    except ValueError as exc:  # the tokenizer's (each bad line's are DataError's)
+        raise ConfigError(f"model: {exc}") from None
 
 
 def run(

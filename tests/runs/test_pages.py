@@ -14,6 +14,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from model_service import protocol
+from model_service.checkpoints import flax_params
+from model_service.registry import load_model
 from tests.conftest import logged_in, make_user
 from tests.ratings.factories import make_campaign
 from webapp.accounts.roles import RATER
@@ -261,31 +263,39 @@ def test_a_reward_model_run_takes_an_upload_and_its_own_settings(
 def test_a_campaigns_ratings_train_a_reward_model(
     researcher_client, runs_dir, django_capture_on_commit_callbacks
 ):
-    rated = make_campaign("rated", prompts=3, ratings_per_item=1)
+    rated = make_campaign("rated", prompts=10, ratings_per_item=1)
     rater = queue.rater_for(make_user("alice", RATER))
-    while (task := queue.next_task(rater)) is not None:
-        queue.submit(rater, task.token, queue.Verdict(choice=1))
+    for choice in (1, 4, 7, 2, 3, 4, 5, 6, 7, 1):  # 4: about the same
+        queue.submit(rater, queue.next_task(rater).token, queue.Verdict(choice=choice))
     make_campaign("unrated", prompts=2)
 
     offered = researcher_client.get(NEW).context["form"].fields["campaign"].queryset
     assert list(offered) == [rated]
-    form = good_form(kind="reward-model", data="campaign", campaign=rated.pk)
+    form = good_form(
+        kind="reward-model", data="campaign", campaign=rated.pk, ties="soft"
+    )
     with django_capture_on_commit_callbacks() as sent:
         response = researcher_client.post(NEW, form)
 
-    assert response.status_code == 302 and len(sent) == 1
+    assert response.status_code == 302, response.context["form"].errors
+    assert len(sent) == 1
     run = Run.objects.get()
     assert run.campaign == rated and run.data_source == "ratings of campaign rated"
-    lines = Path(run.config["train_data"]).read_text().splitlines()
-    assert len(lines) == 3
-    assert {"prompt", "chosen", "rejected"} <= set(json.loads(lines[0]))
+    lines = [
+        json.loads(line)
+        for line in Path(run.config["train_data"]).read_text().splitlines()
+    ]
+    assert len(lines) == 10  # the ties too: the run's `ties` setting decides
+    assert all({"prompt", "chosen", "rejected"} <= set(line) for line in lines)
+    assert sum(line.get("label") == 0.5 for line in lines) == 2
 
 
 def test_a_catalog_policy_is_a_base_model_trained_from_its_checkpoint(
     researcher_client, runs_dir, tmp_path, django_capture_on_commit_callbacks
 ):
+    tiny = load_model("tiny-random")
     checkpoint = tmp_path / "policy"
-    checkpoint.mkdir()
+    flax_params.save(checkpoint, tiny.params, tiny.config)
     catalog_model("my-policy", kind=CatalogModel.Kind.POLICY, path=str(checkpoint))
     catalog_model("my-rm")
 
@@ -295,6 +305,22 @@ def test_a_catalog_policy_is_a_base_model_trained_from_its_checkpoint(
         researcher_client.post(NEW, good_form(model="my-policy"))
 
     assert Run.objects.get().config["model"] == str(checkpoint)
+
+
+def test_a_catalog_policy_whose_checkpoint_is_gone_is_a_form_error(
+    researcher_client, runs_dir, tmp_path, django_capture_on_commit_callbacks
+):
+    emptied = tmp_path / "policy"
+    emptied.mkdir()
+    catalog_model("my-policy", kind=CatalogModel.Kind.POLICY, path=str(emptied))
+
+    with django_capture_on_commit_callbacks() as sent:
+        response = researcher_client.post(NEW, good_form(model="my-policy"))
+
+    assert response.status_code == 400
+    errors = response.context["form"].errors["model"]
+    assert any("no Orbax checkpoint found" in error for error in errors), errors
+    assert Run.objects.count() == 0 and not sent
 
 
 BAD_FORMS = {

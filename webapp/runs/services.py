@@ -119,14 +119,19 @@ def instruction_set_data(out: IO[str]) -> None:
 
 def campaign_data(campaign, kind: str):
     """A `write_data` from a campaign's ratings: preference pairs for a reward model,
-    the preferred answers as conversations for SFT."""
+    ties included as 0.5 labels (its `ties` setting drops them or learns from them);
+    the preferred answers as conversations for SFT, where a tie prefers nothing."""
     from webapp.ratings.export import preference_lines
 
+    reward_model = kind == Run.Kind.REWARD_MODEL
+
     def write(out: IO[str]) -> None:
-        for line in preference_lines(campaign):
+        for line in preference_lines(
+            campaign, ties="label" if reward_model else "drop"
+        ):
             record = (
                 line
-                if kind == Run.Kind.REWARD_MODEL
+                if reward_model
                 else {"messages": [*line["prompt"], *line["chosen"]]}
             )
             out.write(json.dumps(record, ensure_ascii=False) + "\n")
