@@ -1,7 +1,9 @@
 """The Bradley-Terry reward model: a Gemma backbone with a scalar head.
 
 The reward of an answer is the head applied to the backbone's final hidden state at
-the answer's last token (its `<end_of_turn>`), after the prompt in Gemma's chat format.
+the answer's last token (its `<end_of_turn>`, or the last word's token of an answer
+marked `chosen_truncated` / `rejected_truncated`: cut at its token budget, as the
+policy's samples are), after the prompt in Gemma's chat format.
 For a pair with label p (1 = chosen is better, 0.5 = a tie) and margin m, with
 d = r(x, y_chosen) - r(x, y_rejected) - m, the loss is
 
@@ -46,6 +48,7 @@ from training.data import (
 from training.trainer import Batch, Metrics, Params, Sums
 
 TIE = 0.5
+SIDES = ("chosen", "rejected")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,20 +75,24 @@ def answer_ids(
     prompt: list[dict[str, str]],
     answer: list[dict[str, str]],
     max_length: int,
+    truncated: bool = False,
 ) -> np.ndarray:
     """A prompt and answer in the chat format, cut just after the answer's last token
-    (its `<end_of_turn>`); when longer than `max_length`, the oldest ids after BOS go,
-    so the answer's end, where the reward is read, stays."""
+    (its `<end_of_turn>`, or for an answer cut at its token budget the token before:
+    the policy's sampled answer has none either, and the reward is read where it
+    ends); when longer than `max_length`, the oldest ids after BOS go, so the
+    answer's end stays."""
     ids, mask = format_training_example(tokenizer, prompt + answer)
     last = max(i for i, masked in enumerate(mask) if masked)
-    ids = ids[: last + 1]
+    ids = ids[: last if truncated else last + 1]
     if len(ids) > max_length:
         ids = ids[:1] + ids[len(ids) - max_length + 1 :]
     return np.asarray(ids, np.int32)
 
 
 def parse_pair(tokenizer: Tokenizer, max_length: int, record: Any) -> PreferencePair:
-    """A JSONL record in TRL's preference form (strings or lists of messages).
+    """A JSONL record in TRL's preference form (strings or lists of messages), with
+    optional `margin`, `label` and `chosen_truncated` / `rejected_truncated`.
 
     Raises:
         ValueError: a missing or malformed field.
@@ -98,11 +105,20 @@ def parse_pair(tokenizer: Tokenizer, max_length: int, record: Any) -> Preference
         raise ValueError("margin must be a number")
     if not _is_number(label) or not 0 <= label <= 1:
         raise ValueError("label must be a number from 0 to 1 (1: chosen is better)")
-    encode = functools.partial(answer_ids, tokenizer, prompt, max_length=max_length)
+    truncated = {side: record.get(f"{side}_truncated", False) for side in SIDES}
+    if not all(isinstance(value, bool) for value in truncated.values()):
+        raise ValueError(
+            "chosen_truncated and rejected_truncated must be true or false"
+        )
+
+    def encode(side: str) -> np.ndarray:
+        turns = answer_turns(record[side], side)
+        return answer_ids(tokenizer, prompt, turns, max_length, truncated[side])
+
     return PreferencePair(
         prompt=freeze(prompt),
-        chosen=encode(answer_turns(record["chosen"], "chosen")),
-        rejected=encode(answer_turns(record["rejected"], "rejected")),
+        chosen=encode("chosen"),
+        rejected=encode("rejected"),
         margin=float(margin),
         label=float(label),
     )

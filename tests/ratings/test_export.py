@@ -66,6 +66,19 @@ def test_each_non_tie_rating_is_a_pair_with_its_provenance(rated, tmp_path):
     assert line["gold"] is False and line["repeat"] is False
 
 
+def test_an_answer_cut_at_its_token_budget_is_marked_truncated(rated, tmp_path):
+    rated.answers.filter(model=BASELINE).update(finish_reason="length")
+    rated.answers.filter(model=MODEL).update(finish_reason="stop")
+
+    lines = export(tmp_path)
+
+    for line in lines:
+        cut = {"chosen": line["model_chosen"] == BASELINE}
+        cut["rejected"] = not cut["chosen"]
+        assert line["chosen_truncated"] is cut["chosen"], line
+        assert line["rejected_truncated"] is cut["rejected"], line
+
+
 def test_ties_can_be_kept_with_a_half_label(rated, tmp_path):
     lines = export(tmp_path, "--ties", "label")
     ties = [x for x in lines if "label" in x]

@@ -116,6 +116,17 @@ def test_long_pairs_keep_the_end_of_the_answer(tokenizer) -> None:
     assert pair.chosen[-1] == tokenizer.end_of_turn_id
 
 
+def test_an_answer_cut_at_its_budget_is_read_without_its_end_of_turn(tokenizer):
+    record = {"prompt": "the cat", "chosen": "sat", "rejected": "on the mat"}
+    ended = parse_pair(tokenizer, 64, record)
+    cut = parse_pair(tokenizer, 64, {**record, "rejected_truncated": True})
+
+    np.testing.assert_array_equal(cut.chosen, ended.chosen)
+    np.testing.assert_array_equal(cut.rejected, ended.rejected[:-1])
+    assert ended.rejected[-1] == tokenizer.end_of_turn_id
+    assert tokenizer.end_of_turn_id not in cut.rejected[-3:]
+
+
 @pytest.mark.parametrize(
     "record, reason",
     [
@@ -123,6 +134,8 @@ def test_long_pairs_keep_the_end_of_the_answer(tokenizer) -> None:
         ({"prompt": "p", "chosen": "a"}, "missing key 'rejected'"),
         ({"prompt": "p", "chosen": "a", "rejected": "b", "label": 2}, "label must"),
         ({"prompt": "p", "chosen": "a", "rejected": "b", "margin": "x"}, "margin"),
+        ({"prompt": "p", "chosen": "a", "rejected": "b", "chosen_truncated": 1},
+         "chosen_truncated and rejected_truncated must be true or false"),
         ({"prompt": "p", "chosen": [{"role": "user", "content": "a"}],
           "rejected": "b"}, "chosen must be assistant messages"),
     ],

@@ -217,7 +217,8 @@ def build_items(campaign: Campaign) -> int:
     )
     by_prompt: dict[int, dict[tuple[str, str], Answer]] = {}
     for answer in done:
-        by_prompt.setdefault(answer.prompt_id, {})[answer.model, answer.variant] = answer
+        key = answer.model, answer.variant
+        by_prompt.setdefault(answer.prompt_id, {})[key] = answer
     side_a, side_b = sides(campaign)
     pairs = [
         (prompt_id, answers[side_a], answers[side_b])

@@ -6,6 +6,7 @@ One JSON object a line, conversational form:
 side each was shown on, a salted hash of the rater, active seconds, gold and repeat
 flags, prompt id and category. `margin` is the score's strength over 3 (1/3 slightly,
 2/3 better, 1 much better), as Llama 2's reward model used its raters' strengths.
+`chosen_truncated` / `rejected_truncated` mark an answer cut at its token budget.
 Ties are dropped by default or kept with `"label": 0.5`; `majority=True` writes one line
 per item, from the mean of its ratings, instead of one per rating.
 """
@@ -55,6 +56,10 @@ def _pair(item: Item, score: float, ties: str) -> dict[str, Any] | None:
         "chosen": [{"role": "assistant", "content": chosen.text}],
         "rejected": [{"role": "assistant", "content": rejected.text}],
         "margin": round(abs(score) / 3, 4),
+        # Cut at the token budget: a reward model reads such an answer without its
+        # end of turn, as a policy's sample that ran out of tokens looks.
+        "chosen_truncated": chosen.finish_reason == "length",
+        "rejected_truncated": rejected.finish_reason == "length",
         "model_chosen": chosen.model,
         "model_rejected": rejected.model,
         "model_a": item.answer_a.model,
