@@ -193,8 +193,9 @@ class Answer(models.Model):
 class Item(models.Model):
     """One prompt and two answers, to be rated `needed` times."""
 
+    # Indexed by (campaign, taken) and the unique pair, which start with it.
     campaign = models.ForeignKey(
-        Campaign, on_delete=models.CASCADE, related_name="items"
+        Campaign, on_delete=models.CASCADE, related_name="items", db_index=False
     )
     prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="+")
     answer_a = models.ForeignKey(Answer, on_delete=models.CASCADE, related_name="+")
@@ -299,7 +300,10 @@ class Rating(models.Model):
         IMPORTED = "imported"
 
     item = models.ForeignKey(Item, on_delete=models.CASCADE, related_name="ratings")
-    rater = models.ForeignKey(Rater, on_delete=models.CASCADE, related_name="ratings")
+    # Indexed by (rater, created_at), which starts with it.
+    rater = models.ForeignKey(
+        Rater, on_delete=models.CASCADE, related_name="ratings", db_index=False
+    )
     # None for imported ratings; one rating per assignment however often it is sent.
     assignment = models.OneToOneField(
         Assignment, null=True, blank=True, on_delete=models.CASCADE
