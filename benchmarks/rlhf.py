@@ -28,13 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from train import StepClock, trainable
+from train import StepClock, run_side, trainable
 
 ROOT = Path(__file__).resolve().parents[1]
 TRL_PYTHON = ROOT / ".venv-trl" / "bin" / "python"
@@ -71,7 +70,7 @@ def main() -> None:
         for _ in range(args.rounds):
             results.append(
                 {
-                    side: run_side(python, side, path)
+                    side: run_side(python, side, path, __file__)
                     for side, python in (("ours", sys.executable), ("trl", TRL_PYTHON))
                 }
             )
@@ -113,17 +112,6 @@ def make_reward_model() -> None:
     weight = rng.normal(size=model.config.embed_dim) / model.config.embed_dim**0.5
     head = reward_head.RewardHead(weight.astype(np.float32), 0.0, 1.0)
     reward_head.save(REWARD_MODEL, model.params, model.config, head)
-
-
-def run_side(python: Path | str, side: str, workload: Path) -> dict:
-    command = [str(python), __file__, "--side", side, "--workload", str(workload)]
-    print(f"running {side} ...", file=sys.stderr, flush=True)
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if done.returncode != 0:
-        sys.exit(f"{side} failed:\n{done.stderr[-4000:]}")
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    print(json.dumps(result), file=sys.stderr, flush=True)
-    return result
 
 
 def summary(steps: list[dict]) -> dict:

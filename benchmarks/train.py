@@ -109,8 +109,12 @@ def make_workload(job: str, args: argparse.Namespace) -> dict:
     }
 
 
-def run_side(python: Path | str, side: str, workload: Path) -> dict:
-    command = [str(python), __file__, "--side", side, "--workload", str(workload)]
+def run_side(
+    python: Path | str, side: str, workload: Path, script: str = __file__
+) -> dict:
+    """Runs one side of `script` (this benchmark or another built on it) in a
+    process of its own; returns its last line's JSON."""
+    command = [str(python), script, "--side", side, "--workload", str(workload)]
     print(f"running {side} ({Path(workload).stem}) ...", file=sys.stderr, flush=True)
     done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if done.returncode != 0:

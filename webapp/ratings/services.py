@@ -50,6 +50,27 @@ def import_prompts(
     return prompt_set, len(rows)
 
 
+def copy_prompts(prompts, name: str, description: str, user=None) -> PromptSet:
+    """A new prompt set holding copies of `prompts` (for a campaign on some of a
+    set's prompts: held-out ones, the first few)."""
+    prompt_set = PromptSet.objects.create(
+        name=name, description=description, created_by=user
+    )
+    Prompt.objects.bulk_create(
+        Prompt(
+            prompt_set=prompt_set,
+            external_id=p.external_id,
+            text=p.text,
+            category=p.category,
+            reference=p.reference,
+            tags=p.tags,
+            history=p.history,
+        )
+        for p in prompts
+    )
+    return prompt_set
+
+
 def create_campaign(fields: dict, raters=(), user=None) -> Campaign:
     """A campaign whose answers the generation workers start making after the
     commit (`fields` are a cleaned form's). A model against itself compares two

@@ -25,7 +25,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from webapp.core import serving
-from webapp.ratings.models import Campaign, Prompt, PromptSet
+from webapp.ratings.models import Campaign, Prompt
 from webapp.runs import services
 from webapp.runs.models import CatalogModel, Run
 
@@ -140,28 +140,17 @@ def evaluate(
 ) -> Campaign:
     """A campaign of the trained policy (A) against the campaign's model (B) on the
     held-out prompts, with the same raters and settings."""
-    from webapp.ratings.services import create_campaign
+    from webapp.ratings.services import copy_prompts, create_campaign
 
     prompts = campaign_prompts(campaign, held=True)
     if not prompts:
         raise ValidationError("The campaign has no held-out prompts.")
     with transaction.atomic():
-        prompt_set = PromptSet.objects.create(
-            name=f"{name} prompts",
-            description=f"The prompts of campaign {campaign.name} held out of RLHF.",
-            created_by=user,
-        )
-        Prompt.objects.bulk_create(
-            Prompt(
-                prompt_set=prompt_set,
-                external_id=p.external_id,
-                text=p.text,
-                category=p.category,
-                reference=p.reference,
-                tags=p.tags,
-                history=p.history,
-            )
-            for p in prompts
+        prompt_set = copy_prompts(
+            prompts,
+            f"{name} prompts",
+            f"The prompts of campaign {campaign.name} held out of RLHF.",
+            user,
         )
         evaluation = create_campaign(
             {

@@ -34,8 +34,8 @@ from django.utils import timezone
 
 from webapp.core import serving
 from webapp.evals import reports
-from webapp.ratings.models import Answer, Campaign, Prompt, PromptSet, Rating
-from webapp.ratings.services import create_campaign
+from webapp.ratings.models import Answer, Campaign, PromptSet, Rating
+from webapp.ratings.services import copy_prompts, create_campaign
 from webapp.ratings.simulated import SimulatedRater, parse_taste
 from webapp.runs import loop, services
 from webapp.runs.models import Run
@@ -149,18 +149,10 @@ class Command(BaseCommand):
 
     def campaign(self, model: str) -> Campaign:
         builtin = PromptSet.objects.get(name="instruction-following")
-        prompt_set = PromptSet.objects.create(
-            name=f"demo-{self.stamp} prompts",
-            description="The first prompts of instruction-following, for a demo.",
-        )
-        Prompt.objects.bulk_create(
-            Prompt(
-                prompt_set=prompt_set,
-                external_id=p.external_id,
-                text=p.text,
-                category=p.category,
-            )
-            for p in builtin.prompts.order_by("id")[: self.options["prompts"]]
+        prompt_set = copy_prompts(
+            builtin.prompts.order_by("id")[: self.options["prompts"]],
+            f"demo-{self.stamp} prompts",
+            "The first prompts of instruction-following, for a demo.",
         )
         self.say(f"campaign of {model} against itself on {prompt_set.name}")
         return self.wait_open(
