@@ -3,12 +3,14 @@ policy against itself, simulated raters through the queue, a reward model, REINF
 with a KL term, the policy registered and served, an evaluation campaign rated again.
 `manage.py demo_loop` runs it; its last line must meet the issue's goals."""
 
+import importlib
 import io
 import json
 import sys
 import uuid
 
 import pytest
+from django.apps import apps
 from django.core.management import call_command
 
 from model_service import protocol
@@ -18,6 +20,16 @@ from webapp.launcher import spawn, stop
 from webapp.runs.models import CatalogModel
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture
+def fresh_database():
+    """The built-in prompt sets, as migrations leave a fresh database (an earlier
+    transactional test may have flushed them)."""
+    builtin = importlib.import_module(
+        "webapp.ratings.migrations.0002_builtin_prompt_sets"
+    )
+    builtin.load(apps, schema_editor=None)
 
 
 @pytest.fixture
@@ -48,13 +60,14 @@ def training_worker(settings, tmp_path):
 
 @pytest.mark.timeout(1800)
 def test_the_loop_makes_a_policy_that_wins_within_its_kl_budget(
-    generation_worker, live_celery_worker, catalog_worker, training_worker
-):
+    fresh_database, generation_worker, live_celery_worker, catalog_worker,
+    training_worker,
+):  # fmt: skip
     out = io.StringIO()
     call_command(
         "demo_loop", "--model", "tiny-random", "--sft-steps", "40",
-        "--prompts", "210", "--raters", "2", "--max-new-tokens", "24",
-        "--rm-steps", "60", "--rl-steps", "30", "--target-kl", "6", "--json",
+        "--prompts", "210", "--raters", "2", "--max-new-tokens", "16",
+        "--rm-steps", "60", "--rl-steps", "40", "--target-kl", "6", "--json",
         stdout=out,
     )  # fmt: skip
     result = json.loads(out.getvalue().splitlines()[-1])

@@ -78,5 +78,7 @@ def test_a_sharded_step_equals_the_single_device_step(
         np.load(tmp_path / "sharded.npz"),
     )
     for name in single.files:
-        # Sums over other device splits round differently; far below a step (1e-3).
-        np.testing.assert_allclose(sharded[name], single[name], atol=1e-5, err_msg=name)
+        # Sums over other device splits round differently, and Adam divides by the
+        # root of tiny second moments (1.1e-5 seen once in CI); a wrong reduction
+        # is off by a whole step (the learning rate, 1e-3).
+        np.testing.assert_allclose(sharded[name], single[name], atol=1e-4, err_msg=name)
