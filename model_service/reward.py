@@ -94,11 +94,19 @@ def answer_ids(
 ) -> list[int]:
     """The prompt turns and an answer in the chat format, up to and with the answer's
     `<end_of_turn>`, where a reward model reads its reward."""
-    ids, mask = format_training_example(
-        tokenizer, [*turns, {"role": "model", "content": answer}]
-    )
+    return conversation_ids(tokenizer, [*turns, {"role": "model", "content": answer}])
+
+
+def conversation_ids(
+    tokenizer: Tokenizer, turns: Sequence[Mapping[str, str]], truncated: bool = False
+) -> list[int]:
+    """A conversation ending in the model's answer, in the chat format, up to and
+    with the answer's `<end_of_turn>`; for an answer cut at its token budget
+    (`truncated`), up to its last token before it, as a sampled answer that ran out
+    of tokens ends."""
+    ids, mask = format_training_example(tokenizer, turns)
     last = max(i for i, written in enumerate(mask) if written)
-    return ids[: last + 1]
+    return ids[: last if truncated else last + 1]
 
 
 @functools.partial(jax.jit, static_argnames=("config",))

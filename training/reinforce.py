@@ -573,7 +573,6 @@ def prepare(config: ReinforceConfig) -> loop.Job:
         DataError: bad prompts.
         ConfigError: a reward model whose vocabulary is not the policy's.
     """
-    tokenizer = load_tokenizer(config.model)
     train, held_out = read_data(config)
     reward_model = RewardModel.load(config.reward_model)
     model = load_model(config.model)
@@ -587,7 +586,7 @@ def prepare(config: ReinforceConfig) -> loop.Job:
     rollouts = Rollouts(
         config,
         model.config,
-        tokenizer,
+        model.tokenizer,
         jax.tree.map(jnp.copy, model.params),  # the run takes the policy's over
         reward_model,
         held_out,

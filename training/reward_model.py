@@ -26,11 +26,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from model_service.chat_format import format_training_example
 from model_service.checkpoints import reward_head
 from model_service.config import TransformerConfig
 from model_service.logprobs import hidden_states
 from model_service.registry import load_model, load_tokenizer
+from model_service.reward import conversation_ids
 from model_service.tokenizer import Tokenizer
 from training import loop
 from training.config import RewardModelConfig
@@ -82,9 +82,7 @@ def answer_ids(
     the policy's sampled answer has none either, and the reward is read where it
     ends); when longer than `max_length`, the oldest ids after BOS go, so the
     answer's end stays."""
-    ids, mask = format_training_example(tokenizer, prompt + answer)
-    last = max(i for i, masked in enumerate(mask) if masked)
-    ids = ids[: last if truncated else last + 1]
+    ids = conversation_ids(tokenizer, prompt + answer, truncated)
     if len(ids) > max_length:
         ids = ids[:1] + ids[len(ids) - max_length + 1 :]
     return np.asarray(ids, np.int32)

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from django.db import connection, transaction
+from django.db import connections, router, transaction
 
 from webapp.core.bulk import bulk_insert
 from webapp.ratings.models import (
@@ -306,7 +306,7 @@ def _items(campaign, parsed: Parsed, prompts, answers) -> dict[tuple, int]:
             new.append((campaign.pk, prompts[pid], *pair, count, count, count))
     # One statement, many parameter rows (psycopg pipelines them): an update per
     # item through the ORM took minutes for a study added to a big campaign.
-    with connection.cursor() as cursor:
+    with connections[router.db_for_write(Item)].cursor() as cursor:
         cursor.executemany(
             f"UPDATE {Item._meta.db_table} SET needed = needed + %s, "
             "taken = taken + %s, rated = rated + %s WHERE id = %s",
