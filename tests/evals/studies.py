@@ -1,6 +1,7 @@
 """Small imported studies for the dashboards' tests: every rating written out, so
 that the expected numbers can be worked out by hand."""
 
+import io
 import json
 
 from webapp.ratings.chat_votes import record_vote
@@ -46,7 +47,8 @@ def line(prompt_id, category, model_a, model_b, score, rater, left, **extra) -> 
 
 
 def import_study(name: str, rows=WORKED, **extra) -> Campaign:
-    campaign, _count = import_ratings(name, [line(*row, **extra) for row in rows])
+    lines = b"".join(line(*row, **extra) for row in rows)
+    campaign, _count = import_ratings(name, io.BytesIO(lines))
     return campaign
 
 

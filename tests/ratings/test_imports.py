@@ -171,6 +171,7 @@ def test_a_study_with_bad_lines_saves_nothing_and_names_every_one():
         {**rating_line(), "extra": 1},
         b'{"prompt_id": "\\ud800"}',
         b"nonsense",
+        rating_line(model_a="m" * 151),  # would not fit the answers' model column
     )
     with pytest.raises(BadFile) as bad:
         import_ratings("study", io.BytesIO(data))
@@ -178,6 +179,7 @@ def test_a_study_with_bad_lines_saves_nothing_and_names_every_one():
     found = {(e.line, e.field) for e in bad.value.errors}
     assert {(2, "score"), (3, "left"), (3, "rater"), (4, "model_b")} <= found
     assert {(5, "category"), (6, "prompt_id"), (7, "extra"), (8, ""), (9, "")} <= found
+    assert (10, "model_a") in found
     assert not Campaign.objects.filter(name="study").exists()
     assert not Rating.objects.exists()
 

@@ -10,13 +10,15 @@ with a page cache big enough for the indexes it updates.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from itertools import islice
 
 from django.db import connections, router
 from django.db.models import Field, Model
 from django.utils import timezone
+from psycopg.copy import QueuedLibpqWriter
 from psycopg.types.json import Json, Jsonb
 
 BATCH = 10_000
@@ -49,6 +51,19 @@ def bulk_insert(
 ) -> None:
     """Inserts `rows`, each the values of `fields` in order (foreign keys by their
     attribute name, e.g. `item_id`), within the caller's transaction."""
+    with inserting(model, fields) as write:
+        write(rows)
+
+
+@contextlib.contextmanager
+def inserting(
+    model: type[Model], fields: Sequence[str]
+) -> Iterator[Callable[[Iterable[Sequence[object]]], None]]:
+    """A function that inserts rows as `bulk_insert` does, for as long as the block
+    lasts. On PostgreSQL it only formats the rows: one COPY stays open for the block
+    and psycopg's writer thread sends them, so the server stores them while the
+    caller goes on (checking the next lines of a file, say). No other statement can
+    run on the connection until the block ends."""
     connection = connections[router.db_for_write(model)]
     given = [model._meta.get_field(name) for name in fields]
     others = [
@@ -62,26 +77,38 @@ def bulk_insert(
     table = quote(model._meta.db_table)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql":
-            constants = tuple(_as_copied(value) for value in constants)
-            # Foreign keys checked as the rows go in, not queued for the commit
-            # (Django makes them deferred: a million queued checks took longer than
-            # the COPY).
-            cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
-            try:
-                with cursor.cursor.copy(f"COPY {table} ({columns}) FROM STDIN") as copy:
-                    for row in rows:
-                        copy.write_row((*row, *constants))
-            finally:
-                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+            yield from _copying(cursor.cursor, table, columns, constants)
             return
         marks = ", ".join(["%s"] * (len(given) + len(others)))
         sql = f"INSERT INTO {table} ({columns}) VALUES ({marks})"
         cursor.execute("PRAGMA cache_size")
         (cache,) = cursor.fetchone()
         cursor.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
-        try:
+
+        def write(rows: Iterable[Sequence[object]]) -> None:
             rows = iter(rows)
             while chunk := [(*row, *constants) for row in islice(rows, BATCH)]:
                 cursor.executemany(sql, chunk)
+
+        try:
+            yield write
         finally:
             cursor.execute(f"PRAGMA cache_size = {cache}")
+
+
+def _copying(cursor, table: str, columns: str, constants: tuple):
+    constants = tuple(_as_copied(value) for value in constants)
+    # Foreign keys checked as the rows go in, not queued for the commit (Django
+    # makes them deferred: a million queued checks took longer than the COPY).
+    cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+    statement = f"COPY {table} ({columns}) FROM STDIN"
+    with cursor.copy(statement, writer=QueuedLibpqWriter(cursor)) as copy:
+
+        def write(rows: Iterable[Sequence[object]]) -> None:
+            for row in rows:
+                copy.write_row((*row, *constants))
+
+        yield write
+    # Not reached when the block fails: the failed COPY has aborted the
+    # transaction, and a statement here would hide the block's exception.
+    cursor.execute("SET CONSTRAINTS ALL DEFERRED")

@@ -7,23 +7,30 @@
 `score` is an integer from -3 to 3 from `answer_a`'s side and `left` ("a" or "b") says
 which answer was shown left. The campaign (source "imported"), its prompt set, prompts,
 answers, items and raters are made when missing; a campaign may hold any pairs of
-models. The file is read once, as a stream, and checked whole before anything is
-saved; every bad line is reported with its number and field. Then everything goes in
-with bulk inserts in one transaction (about a million lines a minute: see
-`benchmarks/import_ratings.py`).
+models. All or nothing: every bad line is reported with its number and field, and a
+file with any saves nothing.
+
+The file is read twice, as a stream (so it must be seekable). The first pass indexes
+what the good lines refer to (prompts, answers, pairs with their counts of ratings);
+the database stores those while the second pass checks every line against them, and
+then the ratings, all in one transaction: on PostgreSQL the check costs no time of its
+own (see `benchmarks/import_ratings.py`).
 """
 
 from __future__ import annotations
 
+import array
+import contextlib
 import dataclasses
+import gc
 import hashlib
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 from django.db import connections, router, transaction
 
-from webapp.core.bulk import bulk_insert
+from webapp.core.bulk import bulk_insert, inserting
 from webapp.ratings.models import (
     Answer,
     Campaign,
@@ -48,18 +55,28 @@ REQUIRED = (
 OPTIONAL = ("seconds", "rationale", "both_bad", "unsafe_a", "unsafe_b")
 FLAGS = ("both_bad", "unsafe_a", "unsafe_b")
 NEEDED, ALLOWED = frozenset(REQUIRED), frozenset(REQUIRED + OPTIONAL)
+ITEM_FIELDS = ("campaign_id", "prompt_id", "answer_a_id", "answer_b_id", "needed",
+               "taken", "rated")  # fmt: skip
+RATING_FIELDS = ("item_id", "rater_id", "score", "left", *FLAGS, "active_seconds",
+                 "rationale", "source")  # fmt: skip
 
 
 @dataclasses.dataclass
-class Parsed:
-    """What the file holds, deduplicated, ready for bulk inserts."""
+class Index:
+    """What a file's lines refer to, deduplicated, read before they are checked."""
 
+    # By external id: (text, category, the first line with that id).
     prompts: dict[str, tuple[str, str, int]] = dataclasses.field(default_factory=dict)
-    answers: dict[tuple[str, str, str], str] = dataclasses.field(default_factory=dict)
-    items: dict[tuple, int] = dataclasses.field(default_factory=dict)  # -> ratings
-    raters: dict[str, None] = dataclasses.field(default_factory=dict)
-    # (item key, rater, score, left, both_bad, unsafe_a, unsafe_b, seconds, rationale)
-    ratings: list[tuple] = dataclasses.field(default_factory=list)
+    # Each answer's number by (external prompt id, model, variant); its text.
+    answers: dict[tuple[str, str, str], int] = dataclasses.field(default_factory=dict)
+    texts: list[str] = dataclasses.field(default_factory=list)
+    # Each item's number by its pair of answer numbers; how many lines rate it.
+    items: dict[tuple[int, int], int] = dataclasses.field(default_factory=dict)
+    counts: list[int] = dataclasses.field(default_factory=list)
+    # The item number of each line (-1: a line the check will refuse).
+    item_of_line: array.array = dataclasses.field(
+        default_factory=lambda: array.array("q")
+    )
     # An answer's variant by its text: a study repeats each answer in many lines.
     variants: dict[str, str] = dataclasses.field(default_factory=dict)
 
@@ -112,9 +129,57 @@ def _check_line(record: dict[str, Any]) -> list[tuple[str, str]]:
     return errors
 
 
-def parse(lines: Iterable[bytes]) -> Parsed:
-    """Reads and checks every line; BadFile lists every bad one."""
-    parsed, errors, bad = Parsed(), [], 0
+def index(lines: Iterable[bytes]) -> Index:
+    """The first pass: the prompt, answers and item of each line whose fields are
+    good (the second pass names the bad ones, and finds the lines that contradict
+    an earlier one: each prompt id is indexed by its first good line)."""
+    found = Index()
+    with _no_cycle_collection():
+        for raw in lines:
+            try:
+                record = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                record = None
+            good = isinstance(record, dict) and not _check_line(record)
+            found.item_of_line.append(_index_line(found, record) if good else -1)
+    return found
+
+
+def _index_line(found: Index, record: dict) -> int:
+    pid = str(record["prompt_id"]).strip()
+    if pid not in found.prompts:
+        line = len(found.item_of_line) + 1
+        found.prompts[pid] = (record["prompt"].strip(), record["category"], line)
+    pair = (_answer(found, pid, record, "a"), _answer(found, pid, record, "b"))
+    number = found.items.get(pair)
+    if number is None:
+        number = found.items[pair] = len(found.counts)
+        found.counts.append(1)
+    else:
+        found.counts[number] += 1
+    return number
+
+
+def _answer(found: Index, pid: str, record: dict, side: str) -> int:
+    text = record["answer_" + side]
+    variant = found.variants.get(text)
+    if variant is None:
+        variant = found.variants[text] = _variant(text)
+    key = (pid, record["model_" + side].strip(), variant)
+    number = found.answers.get(key)
+    if number is None:
+        number = found.answers[key] = len(found.texts)
+        found.texts.append(text)
+    return number
+
+
+def check(lines: Iterable[bytes], found: Index) -> list[tuple]:
+    """The second pass: every line checked; BadFile lists every bad one.
+
+    Returns (item number, rater, score, left, both_bad, unsafe_a, unsafe_b, seconds,
+    rationale) for each rating.
+    """
+    ratings, errors, bad = [], [], 0
 
     def report(number: int, problems: list[tuple[str, str]]) -> None:
         nonlocal bad
@@ -122,28 +187,42 @@ def parse(lines: Iterable[bytes]) -> Parsed:
         room = MAX_REPORTED_ERRORS - len(errors)
         errors.extend(LineError(number, f, m) for f, m in problems[:room])
 
-    for number, raw in enumerate(lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            record = orjson.loads(raw)  # refuses bad UTF-8 and lone surrogates too
-        except orjson.JSONDecodeError as exc:
-            report(number, [("", _json_error(exc))])
-            continue
-        if not isinstance(record, dict):
-            report(number, [("", "not a JSON object")])
-            continue
-        if problems := _check_line(record) or _check_consistency(
-            parsed, number, record
-        ):
-            report(number, problems)
-            continue
-        _add(parsed, number, record)
-    if not parsed.ratings and not bad:
+    with _no_cycle_collection():
+        for number, raw in enumerate(lines, start=1):
+            if not raw.strip():
+                continue
+            try:
+                record = orjson.loads(raw)  # refuses bad UTF-8 and lone surrogates
+            except orjson.JSONDecodeError as exc:
+                report(number, [("", _json_error(exc))])
+                continue
+            if not isinstance(record, dict):
+                report(number, [("", "not a JSON object")])
+                continue
+            if problems := _check_line(record) or _check_consistency(
+                found, number, record
+            ):
+                report(number, problems)
+                continue
+            ratings.append(_rating(found.item_of_line[number - 1], record))
+    if not ratings and not bad:
         report(0, [("", "the file holds no ratings")])
     if bad:
         raise BadFile(errors, bad)
-    return parsed
+    return ratings
+
+
+@contextlib.contextmanager
+def _no_cycle_collection():
+    """A pass makes millions of small containers and no cycles: the collector's
+    passes over them were a fifth of its time."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _json_error(exc: orjson.JSONDecodeError) -> str:
@@ -152,71 +231,55 @@ def _json_error(exc: orjson.JSONDecodeError) -> str:
     return f"not JSON ({exc.msg})"
 
 
-def _check_consistency(parsed: Parsed, number: int, record: dict) -> list:
-    known = parsed.prompts.get(str(record["prompt_id"]).strip())
-    if known and (known[0], known[1]) != (record["prompt"].strip(), record["category"]):
+def _check_consistency(found: Index, number: int, record: dict) -> list:
+    known = found.prompts[str(record["prompt_id"]).strip()]
+    if (known[0], known[1]) != (record["prompt"].strip(), record["category"]):
         return [("prompt_id", f"its prompt or category differs from line {known[2]}'s")]
     return []
 
 
-def _add(parsed: Parsed, number: int, record: dict) -> None:
-    pid = str(record["prompt_id"]).strip()
-    parsed.prompts.setdefault(
-        pid, (record["prompt"].strip(), record["category"], number)
-    )
-    keys = []
-    for side in ("a", "b"):
-        text = record[f"answer_{side}"]
-        variant = parsed.variants.get(text)
-        if variant is None:
-            variant = parsed.variants[text] = _variant(text)
-        key = (pid, record[f"model_{side}"].strip(), variant)
-        parsed.answers.setdefault(key, text)
-        keys.append(key)
-    item = (pid, keys[0], keys[1])
-    parsed.items[item] = parsed.items.get(item, 0) + 1
-    rater = record["rater"].strip()
-    parsed.raters.setdefault(rater)
+def _rating(item: int, record: dict) -> tuple:
     seconds = record.get("seconds")
-    parsed.ratings.append(
-        (
-            item,
-            rater,
-            record["score"],
-            record["left"],
-            *(record.get(flag, False) for flag in FLAGS),
-            None if seconds is None else float(seconds),
-            record.get("rationale", "").strip(),
-        )
+    return (
+        item,
+        record["rater"].strip(),
+        record["score"],
+        record["left"],
+        *(record.get(flag, False) for flag in FLAGS),
+        None if seconds is None else float(seconds),
+        record.get("rationale", "").strip(),
     )
 
 
-def import_ratings(campaign_name: str, lines: Iterable[bytes]) -> tuple[Campaign, int]:
+def import_ratings(campaign_name: str, source: BinaryIO) -> tuple[Campaign, int]:
     """Imports a file's ratings into the named campaign (made when missing).
 
     Raises:
         BadFile: every bad line; nothing was saved.
         ValueError: the campaign exists and its answers are made here.
     """
-    parsed = parse(lines)
+    found = index(source)
+    source.seek(0)
     with transaction.atomic():
         campaign = _campaign(campaign_name)
-        prompts = _prompts(campaign, parsed)
-        answers = _answers(campaign, parsed, prompts)
-        items = _items(campaign, parsed, prompts, answers)
-        raters = _raters(parsed)
+        prompts = _prompts(campaign, found)
+        answers = _answers(campaign, found, prompts)
+        new, grown = _items(campaign, found, prompts, answers)
+        _grow(grown)
+        with inserting(Item, ITEM_FIELDS) as write:
+            write(new)
+            ratings = check(source, found)  # while the server stores the items
+        items = _item_ids(campaign, answers, found)
+        raters = _raters({rating[1] for rating in ratings})
         bulk_insert(
             Rating,
-            ["item_id", "rater_id", "score", "left", *FLAGS, "active_seconds",
-             "rationale", "source"],
+            RATING_FIELDS,
             (
-                (items[item], raters[rater], score, left, both_bad, unsafe_a,
-                 unsafe_b, seconds, rationale, Rating.Source.IMPORTED)
-                for (item, rater, score, left, both_bad, unsafe_a, unsafe_b, seconds,
-                     rationale) in parsed.ratings
+                (items[item], raters[rater], *rest, Rating.Source.IMPORTED)
+                for item, rater, *rest in ratings
             ),
-        )  # fmt: skip
-    return campaign, len(parsed.ratings)
+        )
+    return campaign, len(ratings)
 
 
 def _campaign(name: str) -> Campaign:
@@ -248,7 +311,7 @@ def _free_set_name(name: str) -> str:
     return candidate
 
 
-def _prompts(campaign: Campaign, parsed: Parsed) -> dict[str, int]:
+def _prompts(campaign: Campaign, found: Index) -> dict[str, int]:
     """Prompt ids by external id; the campaign's set gets the ones it lacks."""
     prompts = campaign.prompt_set.prompts
     known = set(prompts.values_list("external_id", flat=True))
@@ -257,15 +320,15 @@ def _prompts(campaign: Campaign, parsed: Parsed) -> dict[str, int]:
         ["prompt_set_id", "external_id", "text", "category"],
         (
             (campaign.prompt_set_id, pid, text, category)
-            for pid, (text, category, _line) in parsed.prompts.items()
+            for pid, (text, category, _line) in found.prompts.items()
             if pid not in known
         ),
     )
     return dict(prompts.values_list("external_id", "pk"))
 
 
-def _answers(campaign, parsed: Parsed, prompts: dict[str, int]) -> dict[tuple, int]:
-    """Answer ids by (external prompt id, model, variant); new ones inserted."""
+def _answers(campaign, found: Index, prompts: dict[str, int]) -> list[int]:
+    """Answer ids by answer number; the campaign gets the ones it lacks."""
     by_prompt = {pk: pid for pid, pk in prompts.items()}
 
     def stored() -> dict[tuple, int]:
@@ -279,31 +342,37 @@ def _answers(campaign, parsed: Parsed, prompts: dict[str, int]) -> dict[tuple, i
         Answer,
         ["campaign_id", "prompt_id", "model", "variant", "text"],
         (
-            (campaign.pk, prompts[pid], model, variant, text)
-            for (pid, model, variant), text in parsed.answers.items()
+            (campaign.pk, prompts[pid], model, variant, found.texts[number])
+            for (pid, model, variant), number in found.answers.items()
             if (pid, model, variant) not in known
         ),
     )
-    return stored()
+    ids = stored()
+    return [ids[key] for key in found.answers]
 
 
-def _items(campaign, parsed: Parsed, prompts, answers) -> dict[tuple, int]:
-    """Item ids by the file's item key; an item's counts cover its ratings."""
+def _stored_items(campaign) -> dict[tuple[int, int], int]:
+    """The campaign's item ids by their pair of answer ids."""
+    rows = Item.objects.filter(campaign=campaign).values_list(
+        "pk", "answer_a_id", "answer_b_id"
+    )
+    return {(a, b): pk for pk, a, b in rows}
 
-    def stored() -> dict[tuple[int, int], tuple[int, int]]:
-        rows = Item.objects.filter(campaign=campaign).values_list(
-            "pk", "answer_a_id", "answer_b_id", "needed"
-        )
-        return {(a, b): (pk, needed) for pk, a, b, needed in rows}
 
-    known = stored()
+def _items(campaign, found: Index, prompts, answers) -> tuple[list, list]:
+    """Rows of the items the campaign lacks, and count updates of those it has."""
+    known, keys = _stored_items(campaign), list(found.answers)
     new, grown = [], []
-    for (pid, a, b), count in parsed.items.items():
-        pair = (answers[a], answers[b])
+    for (a, b), number in found.items.items():
+        count, pair = found.counts[number], (answers[a], answers[b])
         if pair in known:
-            grown.append((count, count, count, known[pair][0]))
+            grown.append((count, count, count, known[pair]))
         else:
-            new.append((campaign.pk, prompts[pid], *pair, count, count, count))
+            new.append((campaign.pk, prompts[keys[a][0]], *pair, count, count, count))
+    return new, grown
+
+
+def _grow(grown: list[tuple[int, int, int, int]]) -> None:
     # One statement, many parameter rows (psycopg pipelines them): an update per
     # item through the ORM took minutes for a study added to a big campaign.
     with connections[router.db_for_write(Item)].cursor() as cursor:
@@ -312,18 +381,16 @@ def _items(campaign, parsed: Parsed, prompts, answers) -> dict[tuple, int]:
             "taken = taken + %s, rated = rated + %s WHERE id = %s",
             grown,
         )
-    bulk_insert(
-        Item,
-        ["campaign_id", "prompt_id", "answer_a_id", "answer_b_id", "needed", "taken",
-         "rated"],
-        new,
-    )  # fmt: skip
-    ids = {pair: pk for pair, (pk, _needed) in stored().items()}
-    return {key: ids[(answers[key[1]], answers[key[2]])] for key in parsed.items}
 
 
-def _raters(parsed: Parsed) -> dict[str, int]:
-    names = list(parsed.raters)
+def _item_ids(campaign, answers: list[int], found: Index) -> list[int]:
+    """Item ids by item number."""
+    ids = _stored_items(campaign)
+    return [ids[answers[a], answers[b]] for a, b in found.items]
+
+
+def _raters(names: set[str]) -> dict[str, int]:
+    names = list(names)
     Rater.objects.bulk_create(
         [Rater(name=name, kind=Rater.Kind.IMPORTED) for name in names],
         batch_size=1000,
