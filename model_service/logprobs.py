@@ -5,12 +5,15 @@ pieces a batch of 8 x 512 tokens would take 4 GiB, and its gradient as much agai
 Here the final hidden states are multiplied by the (tied) embedding a chunk of
 positions at a time, inside `jax.lax.map`, and each chunk is rematerialized
 (`jax.checkpoint`) in the backward pass, so neither pass ever holds more than one
-chunk's logits. Training differentiates through this plain-JAX path; the C++ CPU
+chunk's logits. A loss linear in the log-probs (SFT's, REINFORCE's) takes
+`weighted_logprob_sum` instead, which makes its gradient in the forward pass and so
+recomputes nothing. Training differentiates through this plain-JAX path; the C++ CPU
 kernels serve inference only.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -22,6 +25,11 @@ from model_service.transformer import Transformer
 
 # Positions whose logits are computed at once: 128 x 262,144 float32 logits are 128 MiB.
 CHUNK = 128
+# The same for `weighted_logprob_sum`, whose chunks each add their part to the
+# embedding's gradient (671 MB for Gemma 3's vocabulary): four chunks of 512 took its
+# pass over 32 x 64 positions from 13.0 s (chunks of 128) to 10.0 s on 2 CPU cores,
+# with each chunk's logits and their gradient, 512 MiB apiece, alive at once.
+WEIGHTED_CHUNK = 512
 
 
 def hidden_states(
@@ -48,6 +56,51 @@ def hidden_states(
     """
     model = Transformer(config=config, dtype=dtype)
     return model.apply({"params": params}, tokens, positions).hidden
+
+
+class _Chunks:
+    """The positions a mask selects, each row's moved to its front, cut into chunks
+    of `per_chunk` positions of every row: rows stay whole, so a batch sharded over
+    devices by rows needs no exchange."""
+
+    def __init__(self, mask: jax.Array, chunk: int) -> None:
+        self.batch, self.length = mask.shape
+        self.order = jnp.argsort(~mask, axis=1, stable=True)
+        self.per_chunk = max(1, chunk // self.batch)
+        self.padded = -(-self.length // self.per_chunk) * self.per_chunk
+
+    def split(self, x: jax.Array) -> jax.Array:
+        """[B, T, ...] -> [chunks, B, per_chunk, ...]"""
+        x = _gather(x, self.order)
+        x = jnp.pad(
+            x, [(0, 0), (0, self.padded - self.length)] + [(0, 0)] * (x.ndim - 2)
+        )
+        x = x.reshape(self.batch, -1, self.per_chunk, *x.shape[2:])
+        return jnp.moveaxis(x, 1, 0)
+
+    def join(self, x: jax.Array) -> jax.Array:
+        """[chunks, B, per_chunk, ...] -> [B, T, ...], undoing `split`."""
+        x = jnp.moveaxis(x, 0, 1).reshape(self.batch, self.padded, *x.shape[3:])
+        return _gather(x[:, : self.length], jnp.argsort(self.order, axis=1))
+
+
+def _gather(x: jax.Array, order: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), 1)
+
+
+def _picked_logprobs(
+    h: jax.Array,  # [B, C, D]
+    embedding: jax.Array,  # [V, D]
+    t: jax.Array,  # [B, C]
+    soft_cap_value: float | None,
+    temperature: float,
+) -> jax.Array:  # [B, C] float32
+    logits = jnp.einsum(
+        "BCD,VD->BCV", h, embedding.astype(h.dtype), preferred_element_type=jnp.float32
+    )
+    logits = soft_cap(logits, soft_cap_value) / temperature
+    picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
+    return picked - jax.nn.logsumexp(logits, axis=-1)
 
 
 def token_logprobs(
@@ -83,36 +136,16 @@ def token_logprobs(
     Returns:
         The log-probabilities, 0 where masked.
     """
-    batch, length, dim = hidden.shape
+    batch, length, _dim = hidden.shape
     mask = jnp.ones((batch, length), bool) if mask is None else mask.astype(bool)
-    # Each row's masked-in positions first, in order; rows stay whole, so a batch
-    # sharded over devices by rows needs no exchange.
-    order = jnp.argsort(~mask, axis=1, stable=True)
-    per_chunk = max(1, chunk // batch)  # positions of each row in one chunk
-    padded = -(-length // per_chunk) * per_chunk
-
-    def arrange(
-        x: jax.Array,
-    ) -> jax.Array:  # [B, T, ...] -> [chunks, B, per_chunk, ...]
-        x = jnp.take_along_axis(x, order.reshape(order.shape + (1,) * (x.ndim - 2)), 1)
-        x = jnp.pad(x, [(0, 0), (0, padded - length)] + [(0, 0)] * (x.ndim - 2))
-        x = x.reshape(batch, padded // per_chunk, per_chunk, *x.shape[2:])
-        return jnp.moveaxis(x, 1, 0)
+    chunks = _Chunks(mask, chunk)
 
     @jax.checkpoint
     def chunk_logprobs(part: tuple[jax.Array, jax.Array, jax.Array]) -> jax.Array:
         h, t, m = part  # [B, per_chunk, D], [B, per_chunk], [B, per_chunk]
 
         def compute(h: jax.Array, t: jax.Array) -> jax.Array:
-            logits = jnp.einsum(
-                "BCD,VD->BCV",
-                h,
-                embedding.astype(h.dtype),
-                preferred_element_type=jnp.float32,
-            )
-            logits = soft_cap(logits, final_logit_soft_cap) / temperature
-            picked = jnp.take_along_axis(logits, t[..., None], axis=-1)[..., 0]
-            return picked - jax.nn.logsumexp(logits, axis=-1)
+            return _picked_logprobs(h, embedding, t, final_logit_soft_cap, temperature)
 
         def skip(h: jax.Array, t: jax.Array) -> jax.Array:
             return jnp.zeros(t.shape, jnp.float32)
@@ -120,11 +153,91 @@ def token_logprobs(
         return jax.lax.cond(m.any(), compute, skip, h, t)
 
     logprobs = jax.lax.map(
-        chunk_logprobs, (arrange(hidden), arrange(targets), arrange(mask))
+        chunk_logprobs,
+        (chunks.split(hidden), chunks.split(targets), chunks.split(mask)),
     )
-    logprobs = jnp.moveaxis(logprobs, 0, 1).reshape(batch, padded)[:, :length]
-    logprobs = jnp.take_along_axis(logprobs, jnp.argsort(order, axis=1), axis=1)
-    return jnp.where(mask, logprobs, 0.0)
+    return jnp.where(mask, chunks.join(logprobs), 0.0)
+
+
+def weighted_logprob_sum(
+    hidden: jax.Array,  # [B, T, D]
+    embedding: jax.Array,  # [V, D]
+    targets: jax.Array,  # [B, T] int32
+    weights: jax.Array,  # [B, T]
+    *,
+    final_logit_soft_cap: float | None = None,
+    temperature: float = 1.0,
+    chunk: int = WEIGHTED_CHUNK,
+) -> jax.Array:  # [] float32
+    """sum(weights * token_logprobs(hidden, embedding, targets)): a loss linear in
+    the log-probs, as SFT's and REINFORCE's are, with the weights its constants
+    (they get no gradient).
+
+    Its gradient is made in the same pass over the vocabulary as its value: while a
+    chunk's logits are alive they are multiplied back into the gradients of `hidden`
+    and `embedding`, which the backward pass only scales. Three products with the
+    embedding a chunk, where differentiating `token_logprobs` takes four (its chunks
+    are recomputed); positions of weight 0 cost nothing.
+    """
+    return _weighted_sum(
+        hidden, embedding, targets, weights, final_logit_soft_cap, temperature, chunk
+    )
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _weighted_sum(
+    hidden, embedding, targets, weights, soft_cap_value, temperature, chunk
+):
+    return _sum_and_gradients(
+        hidden, embedding, targets, weights, soft_cap_value, temperature, chunk
+    )[0]
+
+
+def _sum_and_gradients(
+    hidden, embedding, targets, weights, soft_cap_value, temperature, chunk
+):
+    chunks = _Chunks(weights != 0, chunk)
+
+    def step(d_embedding: jax.Array, part: tuple) -> tuple:
+        def compute(h, t, w, d_embedding):
+            def chunk_sum(h, embedding):
+                logprobs = _picked_logprobs(
+                    h, embedding, t, soft_cap_value, temperature
+                )
+                return jnp.sum(w * logprobs)
+
+            value, pullback = jax.vjp(chunk_sum, h, embedding)
+            d_h, d_e = pullback(jnp.ones_like(value))
+            return value, d_h, d_embedding + d_e
+
+        def skip(h, t, w, d_embedding):
+            return jnp.zeros((), jnp.float32), jnp.zeros_like(h), d_embedding
+
+        h, t, w = part
+        value, d_h, d_embedding = jax.lax.cond(
+            w.any(), compute, skip, h, t, w, d_embedding
+        )
+        return d_embedding, (value, d_h)
+
+    d_embedding, (values, d_hidden) = jax.lax.scan(
+        step,
+        jnp.zeros_like(embedding),
+        (chunks.split(hidden), chunks.split(targets), chunks.split(weights)),
+    )
+    return values.sum(), (chunks.join(d_hidden), d_embedding)
+
+
+def _weighted_sum_backward(soft_cap_value, temperature, chunk, gradients, cotangent):
+    d_hidden, d_embedding = gradients
+    return (
+        (cotangent * d_hidden).astype(d_hidden.dtype),
+        cotangent * d_embedding,
+        None,
+        None,
+    )
+
+
+_weighted_sum.defvjp(_sum_and_gradients, _weighted_sum_backward)
 
 
 def sequence_logprobs(
@@ -160,6 +273,30 @@ def sequence_logprobs(
         params["embedder"]["input_embedding"],
         targets,
         mask,
+        final_logit_soft_cap=config.final_logit_soft_cap,
+        temperature=temperature,
+    )
+
+
+def sequence_logprob_sum(
+    config: TransformerConfig,
+    params: dict[str, Any],
+    tokens: jax.Array,  # [B, T] int32
+    positions: jax.Array,  # [B, T] int32, -1 = padding
+    targets: jax.Array,  # [B, T] int32
+    weights: jax.Array,  # [B, T]
+    *,
+    dtype: jnp.dtype = jnp.float32,
+    temperature: float = 1.0,
+) -> jax.Array:  # [] float32
+    """`weighted_logprob_sum` of a forward pass: sum(weights * sequence_logprobs(...)),
+    the weights constants of the gradient."""
+    hidden = hidden_states(config, params, tokens, positions, dtype=dtype)
+    return weighted_logprob_sum(
+        hidden,
+        params["embedder"]["input_embedding"],
+        targets,
+        weights,
         final_logit_soft_cap=config.final_logit_soft_cap,
         temperature=temperature,
     )

@@ -50,7 +50,7 @@ from model_service.chat_format import fit_to_context
 from model_service.checkpoints import flax_params
 from model_service.config import TransformerConfig
 from model_service.judge import Judge, win_rate
-from model_service.logprobs import sequence_logprobs
+from model_service.logprobs import sequence_logprob_sum, sequence_logprobs
 from model_service.registry import load_model, load_tokenizer
 from model_service.reward import RewardModel
 from model_service.sampler import Generation, Sampler
@@ -209,17 +209,19 @@ def leave_one_out_baselines(rewards: np.ndarray, valid: np.ndarray) -> np.ndarra
     return np.where(others > 0, total / np.maximum(others, 1), rewards)
 
 
-def policy_gradient_loss(
-    logprobs: jax.Array,  # [N] log π(y | x) of each answer
+def policy_gradient_weights(
     advantages: jax.Array,  # [N]
     weights: jax.Array,  # [N]
-) -> jax.Array:
-    """REINFORCE's loss, -sum(weight * A * log π(y | x)), summed over the answers.
+    mask: jax.Array,  # [N, T]: each answer's tokens
+) -> jax.Array:  # [N, T]
+    """Each token's weight in REINFORCE's loss, -sum(weight * A * log π(y | x)) over
+    the answers, which is sum(these * log π(token)) over their tokens.
 
     The advantages are constants of the gradient (`stop_gradient`), whatever they
     were computed from.
     """
-    return -jnp.sum(weights * jax.lax.stop_gradient(advantages) * logprobs)
+    per_answer = -weights * jax.lax.stop_gradient(advantages)
+    return per_answer[:, None] * mask.astype(per_answer.dtype)
 
 
 def adapt_beta(beta: float, kl: float, target_kl: float) -> float:
@@ -248,18 +250,15 @@ class ReinforceObjective:
     ) -> tuple[jax.Array, Sums]:
         """(the loss summed over the answers, its sums); `rng` is unused."""
         del rng
-        logprobs = sequence_logprobs(
+        loss = sequence_logprob_sum(
             self.model_config,
             params,
             batch["tokens"],
             batch["positions"],
             batch["targets"],
-            batch["mask"],
+            policy_gradient_weights(batch["advantage"], batch["weight"], batch["mask"]),
             dtype=self.dtype,
             temperature=self.temperature,
-        )
-        loss = policy_gradient_loss(
-            logprobs.sum(axis=-1), batch["advantage"], batch["weight"]
         )
         return loss, {"loss": loss, "weight": batch["weight"].sum()}
 

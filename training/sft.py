@@ -21,7 +21,7 @@ import numpy as np
 from model_service.chat_format import format_training_example
 from model_service.checkpoints import flax_params
 from model_service.config import TransformerConfig
-from model_service.logprobs import sequence_logprobs
+from model_service.logprobs import sequence_logprob_sum
 from model_service.registry import load_model, load_tokenizer
 from model_service.tokenizer import Tokenizer
 from training import loop
@@ -125,16 +125,16 @@ class SFTObjective:
     ) -> tuple[jax.Array, Sums]:
         """(summed negative log-likelihood, its sums); `rng` is unused."""
         del rng
-        logprobs = sequence_logprobs(
+        weight = batch["mask"].astype(jnp.float32)
+        loss = -sequence_logprob_sum(
             self.model_config,
             params,
             batch["tokens"],
             batch["positions"],
             batch["targets"],
-            batch["mask"],
+            weight,
             dtype=self.dtype,
         )
-        loss = -logprobs.sum()
         return loss, {"loss": loss, "weight": batch["mask"].sum(dtype=jnp.float32)}
 
     def summarize(self, sums: Sums) -> Metrics:

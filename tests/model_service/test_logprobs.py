@@ -1,5 +1,6 @@
 """Chunked log-probabilities of given tokens: equal to a full log-softmax, with the
-same gradients, and never a [batch, length, vocab] array."""
+same gradients, and never a [batch, length, vocab] array; their weighted sum, with
+its gradient made in the forward pass, equal to the full one's."""
 
 import dataclasses
 
@@ -9,7 +10,13 @@ import numpy as np
 import pytest
 
 from model_service.config import get_config
-from model_service.logprobs import hidden_states, sequence_logprobs, token_logprobs
+from model_service.logprobs import (
+    hidden_states,
+    sequence_logprob_sum,
+    sequence_logprobs,
+    token_logprobs,
+    weighted_logprob_sum,
+)
 from model_service.transformer import Transformer, abstract_params, init_params
 
 # The tiny config with a small vocabulary: the equalities need no real one.
@@ -88,6 +95,69 @@ def test_chunked_logprobs_have_the_gradients_of_the_full_ones(params, batch) -> 
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 
+def chunked_weighted_sum(config, params, tokens, positions, targets, weights, t=1.0):
+    return weighted_logprob_sum(
+        hidden_states(config, params, tokens, positions),
+        params["embedder"]["input_embedding"],
+        targets,
+        weights,
+        final_logit_soft_cap=config.final_logit_soft_cap,
+        temperature=t,
+        chunk=4,
+    )
+
+
+@pytest.mark.parametrize(
+    "soft_cap, temperature", [(None, 1.0), (3.0, 1.0), (None, 0.7)]
+)
+def test_the_weighted_sum_and_its_gradient_equal_the_full_ones(
+    params, batch, soft_cap, temperature
+) -> None:
+    config = small_config(final_logit_soft_cap=soft_cap)
+    tokens, positions, targets, mask = batch
+    # Signed weights, as REINFORCE's advantages are; 0 outside the mask.
+    weights = np.where(mask, np.linspace(-2.0, 3.0, mask.size).reshape(mask.shape), 0)
+    weights = weights.astype(np.float32)
+
+    def full(p):
+        logprobs = full_logprobs(
+            config, p, tokens, positions, targets, mask, temperature
+        )
+        return jnp.sum(weights * logprobs)
+
+    def chunked(p):
+        return chunked_weighted_sum(
+            config, p, tokens, positions, targets, weights, temperature
+        )
+
+    got_value, got = jax.jit(jax.value_and_grad(chunked))(params)
+    want_value, want = jax.jit(jax.value_and_grad(full))(params)
+    assert float(got_value) == pytest.approx(float(want_value), rel=1e-5)
+    for got_leaf, want_leaf in zip(
+        jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True
+    ):
+        np.testing.assert_allclose(got_leaf, want_leaf, rtol=1e-4, atol=1e-5)
+
+
+def test_the_weighted_sums_gradient_scales_with_what_comes_after(params, batch):
+    """The forward pass's gradient times the cotangent: a loss of 3 times the sum."""
+    config = small_config()
+    tokens, positions, targets, mask = batch
+    weights = mask.astype(np.float32)
+
+    def loss(p, scale):
+        return scale * chunked_weighted_sum(
+            config, p, tokens, positions, targets, weights
+        )
+
+    once = jax.grad(loss)(params, 1.0)
+    thrice = jax.grad(loss)(params, 3.0)
+    for one, three in zip(
+        jax.tree_util.tree_leaves(once), jax.tree_util.tree_leaves(thrice), strict=True
+    ):
+        np.testing.assert_allclose(three, 3 * one, rtol=1e-4, atol=1e-5)
+
+
 def test_no_batch_by_length_by_vocab_array_is_ever_held() -> None:
     """The gradient of 8 x 512 tokens over the 262,144-piece vocabulary, compiled, not
     run: the log-probs add far less to the backbone's own temporaries than the 4 GiB
@@ -108,5 +178,12 @@ def test_no_batch_by_length_by_vocab_array_is_ever_held() -> None:
         compiled = jax.jit(grad).lower(params, ids).compile()
         return compiled.memory_analysis().temp_size_in_bytes
 
+    def weighted_sum(p, tokens):
+        return sequence_logprob_sum(
+            config, p, tokens, positions, tokens, (tokens >= 0).astype(jnp.float32)
+        )
+
     full_logits = 8 * 512 * config.vocab_size * 4
     assert temporaries(logprobs) - temporaries(hidden) < full_logits / 8
+    # bigger chunks, a chunk's logits and their gradient alive at once
+    assert temporaries(weighted_sum) - temporaries(hidden) < full_logits / 2

@@ -12,7 +12,7 @@ from training.reinforce import (
     adapt_beta,
     kl_estimates,
     leave_one_out_baselines,
-    policy_gradient_loss,
+    policy_gradient_weights,
 )
 
 
@@ -41,16 +41,23 @@ def test_masked_answers_set_no_baseline() -> None:
 
 
 def test_the_loss_is_minus_the_advantage_times_the_log_prob() -> None:
-    logprobs = jnp.asarray([-1.0, -2.0, -3.0])
+    # Each answer's token log-probs (two tokens, the third answer's second masked).
+    logprobs = jnp.asarray([[-0.25, -0.75], [-1.5, -0.5], [-3.0, 0.0]])
+    mask = jnp.asarray([[True, True], [True, True], [True, False]])
     advantages = jnp.asarray([0.5, -1.0, 2.0])
     weights = jnp.asarray([1.0, 1.0, 0.0])  # the third left out
 
-    loss, (d_logprobs, d_advantages) = jax.value_and_grad(
-        policy_gradient_loss, argnums=(0, 1)
-    )(logprobs, advantages, weights)
+    def loss(logprobs, advantages):
+        token_weights = policy_gradient_weights(advantages, weights, mask)
+        return jnp.sum(token_weights * logprobs)
 
-    assert float(loss) == pytest.approx(-(0.5 * -1.0 + -1.0 * -2.0))
-    np.testing.assert_allclose(d_logprobs, [-0.5, 1.0, 0.0])
+    value, (d_logprobs, d_advantages) = jax.value_and_grad(loss, argnums=(0, 1))(
+        logprobs, advantages
+    )
+
+    # -(0.5 * log pi(y1) + -1.0 * log pi(y2)), log pi(y) the sum of its tokens'
+    assert float(value) == pytest.approx(-(0.5 * -1.0 + -1.0 * -2.0))
+    np.testing.assert_allclose(d_logprobs, [[-0.5, -0.5], [1.0, 1.0], [0.0, 0.0]])
     np.testing.assert_allclose(d_advantages, 0.0)  # a constant of the gradient
 
 
