@@ -267,14 +267,16 @@ def sequence_logprobs(
     Returns:
         The log-probabilities in float32, 0 where masked.
     """
-    hidden = hidden_states(config, params, tokens, positions, dtype=dtype)
-    return token_logprobs(
-        hidden,
-        params["embedder"]["input_embedding"],
+    return _of_forward_pass(
+        token_logprobs,
+        config,
+        params,
+        tokens,
+        positions,
         targets,
         mask,
-        final_logit_soft_cap=config.final_logit_soft_cap,
-        temperature=temperature,
+        dtype,
+        temperature,
     )
 
 
@@ -291,12 +293,30 @@ def sequence_logprob_sum(
 ) -> jax.Array:  # [] float32
     """`weighted_logprob_sum` of a forward pass: sum(weights * sequence_logprobs(...)),
     the weights constants of the gradient."""
+    return _of_forward_pass(
+        weighted_logprob_sum,
+        config,
+        params,
+        tokens,
+        positions,
+        targets,
+        weights,
+        dtype,
+        temperature,
+    )
+
+
+def _of_forward_pass(
+    head, config, params, tokens, positions, targets, values, dtype, temperature
+):
+    """`head` (token_logprobs or weighted_logprob_sum) of the forward pass's final
+    hidden states and the tied embedding."""
     hidden = hidden_states(config, params, tokens, positions, dtype=dtype)
-    return weighted_logprob_sum(
+    return head(
         hidden,
         params["embedder"]["input_embedding"],
         targets,
-        weights,
+        values,
         final_logit_soft_cap=config.final_logit_soft_cap,
         temperature=temperature,
     )

@@ -49,11 +49,17 @@ def batch():
 def chunked_logprobs(config, params, tokens, positions, targets, mask, temperature=1.0):
     """With chunks of 4 positions: two of each row's, five chunks, the last two with
     nothing to compute."""
-    return token_logprobs(
+    return chunked(
+        token_logprobs, config, params, tokens, positions, targets, mask, temperature
+    )
+
+
+def chunked(head, config, params, tokens, positions, targets, values, temperature):
+    return head(
         hidden_states(config, params, tokens, positions),
         params["embedder"]["input_embedding"],
         targets,
-        mask,
+        values,
         final_logit_soft_cap=config.final_logit_soft_cap,
         temperature=temperature,
         chunk=4,
@@ -96,14 +102,8 @@ def test_chunked_logprobs_have_the_gradients_of_the_full_ones(params, batch) -> 
 
 
 def chunked_weighted_sum(config, params, tokens, positions, targets, weights, t=1.0):
-    return weighted_logprob_sum(
-        hidden_states(config, params, tokens, positions),
-        params["embedder"]["input_embedding"],
-        targets,
-        weights,
-        final_logit_soft_cap=config.final_logit_soft_cap,
-        temperature=t,
-        chunk=4,
+    return chunked(
+        weighted_logprob_sum, config, params, tokens, positions, targets, weights, t
     )
 
 
