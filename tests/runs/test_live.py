@@ -100,12 +100,22 @@ async def test_raters_strangers_anonymous_and_other_sites_are_refused():
     run = await make_run()
     path = f"/ws/runs/{run.pk}/"
     researcher = await signed_in("rosa", RESEARCHER)
-
-    rater = await socket(path, await signed_in("alice", RATER)).connect()
-    stranger = await socket(path, await signed_in("sam")).connect()
-    anonymous = await socket(path).connect()
-    no_such_run = await socket(f"/ws/runs/{run.pk + 1}/", researcher).connect()
-    other_site = await socket(path, researcher, origin=b"http://evil.example").connect()
+    pages = [
+        socket(path, await signed_in("alice", RATER)),
+        socket(path, await signed_in("sam")),
+        socket(path),
+        socket(f"/ws/runs/{run.pk + 1}/", researcher),
+        socket(path, researcher, origin=b"http://evil.example"),
+    ]
+    try:
+        rater, stranger, anonymous, no_such_run, other_site = [
+            await page.connect() for page in pages
+        ]
+    finally:
+        # Each consumer ends on its disconnect, as channels' tests do: left to the
+        # event loop's teardown to cancel, one once hung the suite for 10 minutes.
+        for page in pages:
+            await page.disconnect()
 
     assert rater == (False, 4403) and stranger == (False, 4403)
     assert anonymous == (False, 4401)
