@@ -199,12 +199,14 @@ def check(lines: Iterable[bytes], found: Index) -> list[tuple]:
             if not isinstance(record, dict):
                 report(number, [("", "not a JSON object")])
                 continue
-            if problems := _check_line(record) or _check_consistency(
+            item = found.item_of_line[number - 1]
+            # The index checked every line's fields: only the refused ones again.
+            if problems := (item < 0 and _check_line(record)) or _check_consistency(
                 found, number, record
             ):
                 report(number, problems)
                 continue
-            ratings.append(_rating(found.item_of_line[number - 1], record))
+            ratings.append(_rating(item, record))
     if not ratings and not bad:
         report(0, [("", "the file holds no ratings")])
     if bad:
