@@ -41,7 +41,8 @@ from model_service import cache as kv_cache
 from model_service import cpu_kernels, layers, modules
 from model_service.config import TransformerConfig
 from model_service.detokenize import StopMatcher, StreamingDetokenizer
-from model_service.sampling import MAX_TOP_K, SamplingParams, sample_rows
+from model_service.next_tokens import sample_rows
+from model_service.sampling import MAX_TOP_K, SamplingParams
 from model_service.transformer import Transformer
 
 # Prefill pass sizes and what a pass of each costs, relative (ms for Gemma 3 270M on

@@ -1,7 +1,8 @@
 """The layering rule of the design: `model_service/` and `training/` never import
 Django, so they run on accelerator hosts and in scripts without the web app. The one
 exception is `training.tasks`, the package's Celery edge (Celery itself loads Django
-when a task is declared)."""
+when a task is declared). The other way, the web app never imports JAX: its
+processes and every `manage.py` command would pay a second for it at start."""
 
 import pkgutil
 import subprocess
@@ -37,7 +38,12 @@ def _file_imports_django(path: str) -> bool:
 
 
 def _loads_django(code: str) -> bool:
-    code = f"import sys\n{code}print('django' in sys.modules)\n"
+    return _loads("django", code)
+
+
+def _loads(package: str, code: str) -> bool:
+    """Whether running `code` in a fresh interpreter imports `package`."""
+    code = f"import sys\n{code}print({package!r} in sys.modules)\n"
     result = subprocess.run(
         [sys.executable, "-c", code],
         cwd=ROOT,
@@ -73,3 +79,20 @@ def test_the_dashboard_statistics_never_import_django():
 
 def test_the_file_check_sees_a_django_import():
     assert _file_imports_django("webapp/settings.py")
+
+
+# The web process's application and every view, consumer and answer job it reaches.
+WEB_APP = (
+    "import django, os\n"
+    "os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'webapp.settings')\n"
+    "django.setup()\n"
+    "import webapp.asgi, webapp.urls, webapp.ratings.answer_jobs\n"
+)
+
+
+def test_the_web_app_never_imports_jax():
+    assert not _loads("jax", WEB_APP)
+
+
+def test_the_check_sees_a_jax_import():
+    assert _loads("jax", WEB_APP + "import model_service.next_tokens\n")

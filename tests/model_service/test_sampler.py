@@ -10,10 +10,11 @@ import pytest
 import scipy.special
 import scipy.stats
 
+from model_service.next_tokens import sample_rows
 from model_service.quantize import quantize_params
 from model_service.registry import load_model
 from model_service.sampler import ContextTooLong, Generation, Sampler, prefill_fn
-from model_service.sampling import MAX_TOP_K, SamplingParams, sample_rows
+from model_service.sampling import MAX_TOP_K, SamplingParams
 from model_service.transformer import Transformer
 
 MAX_LENGTH = 64
