@@ -1,7 +1,8 @@
 """Training runs through the site's machinery and a real training worker (prefork,
 one task at a time, on the `training` queue): a reward model trained, registered and
-published to the catalog; a worker SIGKILLed mid-run resumes the run when it restarts;
-a cancelled run stops at a step and resumes."""
+published to the catalog; a worker SIGKILLed mid-run resumes the run when it restarts,
+and so does the process its pool starts when only the running one is killed; a
+cancelled run stops at a step and resumes."""
 
 import time
 import uuid
@@ -140,5 +141,23 @@ def test_a_killed_training_worker_resumes_its_run_when_it_restarts(runs_dir):
         services.cancel(again)
         stopped = wait_for(again, lambda r: r.status == Run.Status.STOPPED, "the stop")
         assert stopped.step < 400
+    finally:
+        stop(worker)
+
+
+def test_a_run_whose_pool_process_is_killed_resumes_in_the_next_one(runs_dir):
+    """As the kernel's out-of-memory killer does: the biggest process, the pool's
+    training one, dies; the worker lives on and starts another."""
+    worker = start_training_worker(f"training-{uuid.uuid4().hex[:6]}@localhost")
+    run = start(steps=40)
+    try:
+        running = wait_for(run, lambda r: r.step >= 12, "a few steps")
+        (pool_process,) = psutil.Process(worker.pid).children()
+        assert running.worker_pid == pool_process.pid
+        pool_process.kill()
+        run = wait_for(run, lambda r: r.status == Run.Status.FINISHED, "the resume")
+        steps = list(Metric.objects.filter(run=run).values_list("step", flat=True))
+        assert steps.count(1) == 1 and run.step == 40  # from a checkpoint
+        assert run.log.count("started on") == 2
     finally:
         stop(worker)

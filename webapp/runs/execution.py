@@ -10,6 +10,7 @@ itself; here is only the bookkeeping around it.
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 from django.utils import timezone
@@ -55,9 +56,13 @@ def execute(run_id: int, worker: str) -> None:
     from training.loop import TrainingDiverged
 
     claimed = Run.objects.filter(pk=run_id, status=Run.Status.QUEUED).update(
-        status=Run.Status.RUNNING, worker=worker, started_at=timezone.now(), error=""
+        status=Run.Status.RUNNING,
+        worker=worker,
+        worker_pid=os.getpid(),
+        started_at=timezone.now(),
+        error="",
     )
-    if not claimed:
+    if not claimed and not _take_over(run_id, worker):
         return
     run = Run.objects.get(pk=run_id)
     append_log(run_id, f"started on {worker} (resumes from its last checkpoint)")
@@ -87,6 +92,32 @@ def execute(run_id: int, worker: str) -> None:
         raise
     status = Run.Status.STOPPED if final["status"] == "stopped" else Run.Status.FINISHED
     end(run_id, status, final=final)
+
+
+def _take_over(run_id: int, worker: str) -> bool:
+    """Claims a run that a process of this same worker was running and that has died
+    (the kernel's out-of-memory killer takes the pool's process, not the worker):
+    Celery delivers its task again, to the process the pool starts in its place."""
+    run = Run.objects.filter(
+        pk=run_id, status=Run.Status.RUNNING, worker=worker
+    ).first()
+    if run is None or run.worker_pid is None or _alive(run.worker_pid):
+        return False
+    return bool(
+        Run.objects.filter(pk=run_id, worker_pid=run.worker_pid).update(
+            worker_pid=os.getpid(), started_at=timezone.now()
+        )
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's
+        return True
+    return True
 
 
 def end(run_id: int, status: str, **fields: Any) -> None:

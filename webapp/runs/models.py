@@ -36,8 +36,10 @@ class Run(models.Model):
     step = models.PositiveIntegerField(default=0)
     steps = models.PositiveIntegerField()
     cancel_requested = models.BooleanField(default=False)
-    # The training worker running it (its Celery node name), to resume after a crash.
+    # The training worker running it (its Celery node name), to resume after a crash,
+    # and the process of its pool that runs it (the kernel may kill that one alone).
     worker = models.CharField(max_length=200, blank=True)
+    worker_pid = models.PositiveIntegerField(null=True, blank=True)
     final = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     log = models.TextField(blank=True)
