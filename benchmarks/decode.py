@@ -75,6 +75,7 @@ class Ours:
     def __init__(self, job: dict) -> None:
         import jax
 
+        from model_service.memory import release_freed_memory
         from model_service.registry import load_model
         from model_service.sampler import Sampler
 
@@ -88,8 +89,10 @@ class Ours:
             for rows in (1, job["streams"])
         }
         self.engine = f"ours ({jax.default_backend()}, weights {job['quantize']})"
-        for rows in self.samplers:
-            self.decode(rows)  # compiles
+        for rows in self.samplers:  # compiles, freeing as the worker's warm-up does
+            release_freed_memory()
+            self.decode(rows)
+        release_freed_memory()
 
     def decode(self, rows: int) -> tuple[float, float, list[int]]:
         """(prefill seconds of one prompt, decode seconds, row 0's tokens)."""

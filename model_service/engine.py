@@ -17,6 +17,7 @@ import logging
 from typing import Any
 
 from model_service.chat_format import format_conversation
+from model_service.memory import release_freed_memory
 from model_service.sampler import PREFILL_PASS_COST, Generation, Piece, Sampler
 from model_service.sampling import SamplingParams
 
@@ -72,7 +73,10 @@ class Engine:
 
     def warm_up(self) -> None:
         """Compiles every prefill pass, and start, step and resize for every batch
-        size, before any request."""
+        size, before any request. What loading the weights and each part's
+        compilations freed goes back to the operating system before the next part,
+        which then compiles on a lower base (`release_freed_memory`)."""
+        release_freed_memory()
         warm_up = SamplingParams(max_new_tokens=2)
         bos = self.tokenizer.bos_id
         for size in PREFILL_PASS_COST:  # a prompt of each pass size, one at a time
@@ -80,10 +84,12 @@ class Engine:
                 self.add(f"warm-up-{size}", [bos] * size, warm_up)
                 while self.active:
                     self.step()
+        release_freed_memory()
         for i in range(self.sampler.batch_sizes[-1]):  # grows the batch to its largest
             self.add(f"warm-up-row-{i}", [bos], warm_up)
         while self.active:  # and shrinks it back
             self.step()
+        release_freed_memory()
 
     @property
     def active(self) -> list[str]:
