@@ -103,10 +103,11 @@ def _take_over(run_id: int, worker: str) -> bool:
     ).first()
     if run is None or run.worker_pid is None or _alive(run.worker_pid):
         return False
+    # Only if no one else took it meanwhile (the same pid still on record).
     return bool(
-        Run.objects.filter(pk=run_id, worker_pid=run.worker_pid).update(
-            worker_pid=os.getpid(), started_at=timezone.now()
-        )
+        Run.objects.filter(
+            pk=run_id, status=Run.Status.RUNNING, worker_pid=run.worker_pid
+        ).update(worker_pid=os.getpid(), started_at=timezone.now())
     )
 
 
