@@ -404,12 +404,12 @@ class Rollouts:
         batch = collate(rows, self.config.batch_size, self.config.max_length)
         logprobs = np.asarray(
             _logprobs(
+                self.model_config,
                 self.reference,
                 batch["tokens"],
                 batch["positions"],
                 batch["targets"],
                 batch["mask"],
-                config=self.model_config,
                 dtype=self.dtype,
                 temperature=self.config.temperature,
             )
@@ -520,28 +520,10 @@ def step_metrics(scored: Scored) -> dict[str, float]:
     }
 
 
-@functools.partial(jax.jit, static_argnames=("config", "dtype", "temperature"))
-def _logprobs(
-    params: Params,
-    tokens: jax.Array,
-    positions: jax.Array,
-    targets: jax.Array,
-    mask: jax.Array,
-    *,
-    config: TransformerConfig,
-    dtype: Any,
-    temperature: float,
-) -> jax.Array:
-    return sequence_logprobs(
-        config,
-        params,
-        tokens,
-        positions,
-        targets,
-        mask,
-        dtype=dtype,
-        temperature=temperature,
-    )
+# π_ref's log-probs of a batch, compiled once per shape.
+_logprobs = jax.jit(
+    sequence_logprobs, static_argnames=("config", "dtype", "temperature")
+)
 
 
 # --- the job --------------------------------------------------------------------------
