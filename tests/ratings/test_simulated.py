@@ -16,6 +16,9 @@ def test_the_tastes():
     assert simulated.ends_turn(answer) == 1.0
     looping = Answer(text="the cat sat " * 10, finish_reason="length")
     assert simulated.ends_turn(looping) < 0
+    silent = Answer(text=" \n", finish_reason="stop")
+    cut = Answer(text="Blue skies are", finish_reason="length")
+    assert simulated.ends_turn(silent) < simulated.ends_turn(cut) == 0.0
     assert simulated.choice_for(1.0, 0.0) == 1  # left much better
     assert simulated.choice_for(0.0, 0.6) == 6  # right better
     assert simulated.choice_for(0.3, 0.3) == 4

@@ -7,7 +7,8 @@ stored under a rater of kind "simulated", which dashboards keep apart from peopl
 
 Tastes:
 - `ends-turn`: prefers an answer that ends its turn within the token budget (it
-  stopped, rather than being cut at `max_new_tokens`) and does not repeat itself;
+  stopped, rather than being cut at `max_new_tokens`) and does not repeat itself,
+  and likes an empty answer least;
 - `mentions:WORD`: prefers an answer that mentions WORD (case-insensitive).
 """
 
@@ -34,7 +35,12 @@ def repetition(text: str) -> float:
 
 
 def ends_turn(answer: Answer) -> float:
-    ended = answer.finish_reason == "stop" and bool(answer.text.strip())
+    """1 for an answer that ended its turn, 0 for one cut at the budget, -1 for one
+    that says nothing (a person rates silence below a cut answer; liking the two the
+    same lets a policy win ties by ending at once), less its repetition."""
+    if not answer.text.strip():
+        return -1.0
+    ended = answer.finish_reason == "stop"
     return float(ended) - 2 * repetition(answer.text)
 
 
