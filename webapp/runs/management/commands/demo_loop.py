@@ -57,6 +57,7 @@ class Command(BaseCommand):
         parser.add_argument("--max-new-tokens", type=int, default=32)
         parser.add_argument("--rm-steps", type=int, default=80)
         parser.add_argument("--rl-steps", type=int, default=30)
+        parser.add_argument("--rl-prompts-per-step", type=int, default=4)
         parser.add_argument("--beta", type=float, default=0.05)
         parser.add_argument("--target-kl", type=float, default=6.0)
         parser.add_argument("--rm-learning-rate", type=float, default=1e-3)
@@ -197,7 +198,7 @@ class Command(BaseCommand):
         steps = self.options["rl_steps"]
         return {
             "steps": steps,
-            "prompts_per_step": 4,
+            "prompts_per_step": self.options["rl_prompts_per_step"],
             "k": 4,
             "learning_rate": self.options["rl_learning_rate"],
             "max_length": self.options["max_length"],
