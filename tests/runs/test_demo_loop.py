@@ -70,7 +70,7 @@ def test_the_loop_makes_a_policy_that_wins_within_its_kl_budget(
     call_command(
         "demo_loop", "--model", "tiny-random", "--sft-steps", "40",
         "--prompts", "210", "--raters", "2", "--max-new-tokens", "10",
-        "--rm-steps", "60", "--rm-learning-rate", "3e-3", "--rl-steps", "60",
+        "--rm-steps", "100", "--rm-learning-rate", "3e-3", "--rl-steps", "60",
         "--rl-prompts-per-step", "8", "--target-kl", "6", "--json",
         stdout=out,
     )  # fmt: skip
