@@ -9,6 +9,9 @@ once at import:
   127.0.0.1:6379.
 - otherwise: SQLite (the settings' default) and a private redis-server on a socket in a
   temporary directory, stopped when the session ends.
+
+It also gives the session a JAX compilation cache of its own, before anything imports
+JAX.
 """
 
 import os
@@ -36,7 +39,19 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args):
     # The session's cache keys apart from any other's on the same Redis (its workers
     # inherit the variable).
     os.environ.setdefault("CACHE_KEY_PREFIX", f"gemma-test-{os.getpid()}")
+    share_compiled_programs(early_config)
     return (yield)
+
+
+def share_compiled_programs(config: pytest.Config) -> None:
+    """One JAX compilation cache for this process and every worker the tests start,
+    as `make run` keeps one: each worker started again loads what the last one
+    compiled. Its own per session, so that no run reads another's."""
+    from model_service.xla_options import use_compilation_cache
+
+    directory = Path(tempfile.mkdtemp(prefix="gemma-test-jax-cache-"))
+    use_compilation_cache(directory)
+    config.add_cleanup(lambda: shutil.rmtree(directory, True))
 
 
 def start_private_redis(config: pytest.Config) -> None:

@@ -94,9 +94,12 @@ def survivors(processes: list[psutil.Process]) -> list[str]:
     return alive
 
 
-def start_make(directory: Path, port: int, log: Path) -> subprocess.Popen:
+def start_make(
+    directory: Path, port: int, log: Path, model: str = "gemma3-270m"
+) -> subprocess.Popen:
     unset = {"REDIS_URL", "DATABASE_URL", "CI", "DJANGO_SETTINGS_MODULE", "SECRET_KEY"}
-    env = {k: v for k, v in os.environ.items() if k not in unset} | {"PORT": str(port)}
+    env = {k: v for k, v in os.environ.items() if k not in unset}
+    env |= {"PORT": str(port), "GENERATION_MODEL": model}
     with log.open("wb") as output:
         return subprocess.Popen(
             ["make", "-o", ".venv/.installed", "run"],
@@ -133,8 +136,10 @@ def test_make_run_survives_a_killed_launcher_and_ctrl_c_stops_it_all(tmp_path):
     copy_checkout(tmp_path)
     port = free_port()
 
-    # A run whose launcher is killed outright takes its processes along.
-    crashed = start_make(tmp_path, port, tmp_path / "crashed.log")
+    # A run whose launcher is killed outright takes its processes along. (Its model
+    # is the tiny one: what is killed does not depend on it, and the run after it
+    # loads the real weights.)
+    crashed = start_make(tmp_path, port, tmp_path / "crashed.log", "tiny-random")
     started: list[psutil.Process] = []
     try:
         wait_for_health(crashed, port, tmp_path / "crashed.log")

@@ -27,6 +27,8 @@ from pathlib import Path
 
 import redis
 
+from model_service.xla_options import use_compilation_cache
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 # Must match the default REDIS_URL in webapp/settings.py.
 EMBEDDED_REDIS_SOCKET = BASE_DIR / "var" / "redis.sock"
@@ -190,6 +192,7 @@ class Launcher:
         self.model = model
         self.processes: list[tuple[str, subprocess.Popen]] = []
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        use_compilation_cache(BASE_DIR / "var" / "jax-cache", self.env)
 
     def start(self) -> None:
         claim_launcher_pid()
