@@ -1,9 +1,10 @@
 """`make run` in a temporary copy of the repository, as on a fresh clone.
 
-It must bring /healthz to 200 (real Gemma 3 270M weights included); a launcher killed
-with SIGKILL must take its processes along, and the next `make run` must start even
-with a stale Redis server on its socket; one Ctrl-C (SIGINT to its process group, as a
-terminal sends it) must stop every process it started. The copy shares this
+It must bring /healthz to 200 (real Gemma 3 270M weights included) and keep the
+workers' compiled programs in var/; a launcher killed with SIGKILL must take its
+processes along, and the next `make run` must start even with a stale Redis server on
+its socket; one Ctrl-C (SIGINT to its process group, as a terminal sends it) must stop
+every process it started. The copy shares this
 checkout's .venv, so `make` is told not to reinstall into it (`-o`): reinstalling from
 the copy would point the shared .venv at the copy.
 """
@@ -98,6 +99,7 @@ def start_make(
     directory: Path, port: int, log: Path, model: str = "gemma3-270m"
 ) -> subprocess.Popen:
     unset = {"REDIS_URL", "DATABASE_URL", "CI", "DJANGO_SETTINGS_MODULE", "SECRET_KEY"}
+    unset.add("JAX_COMPILATION_CACHE_DIR")  # the session's: make run keeps its own
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env |= {"PORT": str(port), "GENERATION_MODEL": model}
     with log.open("wb") as output:
@@ -150,6 +152,8 @@ def test_make_run_survives_a_killed_launcher_and_ctrl_c_stops_it_all(tmp_path):
         assert wait_for_exit(started, STOP_TIMEOUT_S) == []
     finally:
         kill_all(crashed, started)
+    # Its workers' compiled programs are kept for the next run.
+    assert any((tmp_path / "var" / "jax-cache").iterdir())
 
     # A Redis server left on the embedded socket (as by a crash that even the kernel's
     # signal could not stop) is replaced.
