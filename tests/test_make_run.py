@@ -4,9 +4,9 @@ It must bring /healthz to 200 (real Gemma 3 270M weights included) and keep the
 workers' compiled programs in var/; a launcher killed with SIGKILL must take its
 processes along, and the next `make run` must start even with a stale Redis server on
 its socket; one Ctrl-C (SIGINT to its process group, as a terminal sends it) must stop
-every process it started. The copy shares this
-checkout's .venv, so `make` is told not to reinstall into it (`-o`): reinstalling from
-the copy would point the shared .venv at the copy.
+every process it started. The copy shares this checkout's .venv, so `make` is told not
+to reinstall into it (`-o`): reinstalling from the copy would point the shared .venv at
+the copy.
 """
 
 import os
@@ -98,8 +98,10 @@ def survivors(processes: list[psutil.Process]) -> list[str]:
 def start_make(
     directory: Path, port: int, log: Path, model: str = "gemma3-270m"
 ) -> subprocess.Popen:
-    unset = {"REDIS_URL", "DATABASE_URL", "CI", "DJANGO_SETTINGS_MODULE", "SECRET_KEY"}
-    unset.add("JAX_COMPILATION_CACHE_DIR")  # the session's: make run keeps its own
+    unset = {
+        "REDIS_URL", "DATABASE_URL", "CI", "DJANGO_SETTINGS_MODULE", "SECRET_KEY",
+        "JAX_COMPILATION_CACHE_DIR",  # the session's: make run keeps its own
+    }  # fmt: skip
     env = {k: v for k, v in os.environ.items() if k not in unset}
     env |= {"PORT": str(port), "GENERATION_MODEL": model}
     with log.open("wb") as output:
