@@ -43,7 +43,6 @@ _PIECE_TYPE_FROM_GGUF = {
     int(gguf.TokenType.UNUSED): _Piece.UNUSED,
     int(gguf.TokenType.BYTE): _Piece.BYTE,
 }
-_SILENT_PIECE_TYPES = (_Piece.CONTROL, _Piece.UNKNOWN)
 # llama.cpp makes every piece spelled like an end-of-generation marker a control piece
 # (`special_eog_ids` in llama-vocab.cpp, by spelling, whatever the model), so it never
 # cuts them out of text. In Gemma's vocabulary that hits one user-defined HTML tag,
@@ -74,7 +73,8 @@ class Tokenizer:
         self.start_of_turn_id = self._control_id(START_OF_TURN)
         self.end_of_turn_id = self._control_id(END_OF_TURN)
         self._user_defined = _user_defined_longest_first(proto)
-        self._pieces = proto.pieces
+        # (The proto is not kept: its 262,144 pieces as Python objects were 15 MB of
+        # every process that holds a tokenizer; SentencePiece has them too.)
 
     @classmethod
     def from_model_file(cls, path: str | PathLike[str]) -> Tokenizer:
@@ -132,7 +132,13 @@ class Tokenizer:
         of a character), and control pieces stand for nothing (b"").
         """
         self._check_id(token_id)
-        return _bytes_of(self._pieces[token_id])
+        sp = self._sp
+        if sp.is_control(token_id) or sp.is_unknown(token_id):
+            return b""
+        piece = sp.id_to_piece(token_id)
+        if sp.is_byte(token_id):
+            return bytes([int(piece[3:5], 16)])  # "<0xAB>"
+        return piece.replace(SPACE_SYMBOL, " ").encode()
 
     def _split_user_defined(self, text: str) -> list[str | int]:
         """Cuts user-defined pieces out of `text` as llama.cpp does.
@@ -281,14 +287,6 @@ def _user_defined_longest_first(
         if p.type == _Piece.USER_DEFINED
     ]
     return sorted(pieces, key=lambda item: (-len(item[0].encode()), item[1]))
-
-
-def _bytes_of(piece: spm_pb2.ModelProto.SentencePiece) -> bytes:
-    if piece.type in _SILENT_PIECE_TYPES:
-        return b""
-    if piece.type == _Piece.BYTE:
-        return bytes([int(piece.piece[3:5], 16)])  # "<0xAB>"
-    return piece.piece.replace(SPACE_SYMBOL, " ").encode()
 
 
 def _piece_type(token_type: int, token_id: int) -> int:
