@@ -8,7 +8,8 @@ in for people:
 1. (with `--sft-steps`) SFT of NAME on the project's instruction set, registered:
    that is the initial policy, as in the report;
 2. a campaign of the initial policy against itself (two samples a prompt) on the
-   first `--prompts` prompts of the built-in instruction-following set, its answers
+   first `--prompts` prompts of the built-in sets (instruction-following's 210, then
+   basic-safety's 114), its answers
    made by the generation worker;
 3. the simulated raters rate it through the queue;
 4. a reward model trained on its preference export (training worker), registered;
@@ -41,6 +42,9 @@ from webapp.runs import loop, services
 from webapp.runs.models import Run
 
 POLL_S = 1.0
+# Where the campaign's prompts come from, in order. More prompts than one set holds
+# make a larger held-out share, on which the reward model's accuracy is measured.
+DEMO_PROMPT_SETS = ("instruction-following", "basic-safety")
 
 
 class Command(BaseCommand):
@@ -149,11 +153,15 @@ class Command(BaseCommand):
         return name
 
     def campaign(self, model: str) -> Campaign:
-        builtin = PromptSet.objects.get(name="instruction-following")
+        builtin = [
+            prompt
+            for name in DEMO_PROMPT_SETS
+            for prompt in PromptSet.objects.get(name=name).prompts.order_by("id")
+        ]
         prompt_set = copy_prompts(
-            builtin.prompts.order_by("id")[: self.options["prompts"]],
+            builtin[: self.options["prompts"]],
             f"demo-{self.stamp} prompts",
-            "The first prompts of instruction-following, for a demo.",
+            "The first prompts of the built-in sets, for a demo.",
         )
         self.say(f"campaign of {model} against itself on {prompt_set.name}")
         return self.wait_open(
@@ -170,6 +178,9 @@ class Command(BaseCommand):
                     "seed": 0,
                     "gold_rate": 0,
                     "repeat_rate": 0,
+                    # Each rater may rate every item (the default cap of 200 a day
+                    # left part of a larger campaign unrated).
+                    "daily_cap": prompt_set.prompts.count(),
                 }
             )
         )
