@@ -42,9 +42,6 @@ from webapp.runs import loop, services
 from webapp.runs.models import Run
 
 POLL_S = 1.0
-# Where the campaign's prompts come from, in order. More prompts than one set holds
-# make a larger held-out share, on which the reward model's accuracy is measured.
-DEMO_PROMPT_SETS = ("instruction-following", "basic-safety")
 
 
 class Command(BaseCommand):
@@ -153,10 +150,13 @@ class Command(BaseCommand):
         return name
 
     def campaign(self, model: str) -> Campaign:
+        # Every built-in set's prompts, in the order the migration loads them: more
+        # prompts than one set holds make a larger held-out share, on which the
+        # reward model's accuracy is measured.
         builtin = [
             prompt
-            for name in DEMO_PROMPT_SETS
-            for prompt in PromptSet.objects.get(name=name).prompts.order_by("id")
+            for prompt_set in PromptSet.objects.filter(builtin=True).order_by("id")
+            for prompt in prompt_set.prompts.order_by("id")
         ]
         prompt_set = copy_prompts(
             builtin[: self.options["prompts"]],
