@@ -77,15 +77,21 @@ class Ours:
 
         from model_service.memory import release_freed_memory
         from model_service.registry import load_model
-        from model_service.sampler import Sampler
+        from model_service.sampler import Sampler, serving_cache_dtype
 
-        # int8: as the generation worker loads them on a CPU
+        # int8: as the generation worker loads them on a CPU, with its KV cache
         model = load_model("gemma3-270m", quantize=job["quantize"])
         config, params = model.config, model.params
         self.prompt, self.new_tokens = job["prompt"], job["new_tokens"]
         max_length = len(self.prompt) + self.new_tokens
         self.samplers = {
-            rows: Sampler(config, params, max_batch=rows, max_length=max_length)
+            rows: Sampler(
+                config,
+                params,
+                max_batch=rows,
+                max_length=max_length,
+                cache_dtype=serving_cache_dtype(),
+            )
             for rows in (1, job["streams"])
         }
         self.engine = f"ours ({jax.default_backend()}, weights {job['quantize']})"

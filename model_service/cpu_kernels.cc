@@ -47,6 +47,11 @@ using Lanes = __m256;
 
 inline Lanes Zero() { return _mm256_setzero_ps(); }
 inline Lanes LoadX(const float* p) { return _mm256_loadu_ps(p); }
+// Eight IEEE half-precision values (a float16 KV cache), as floats (F16C).
+inline Lanes LoadX(const uint16_t* p) {
+  return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+inline float AsFloat(uint16_t half) { return _cvtsh_ss(half); }
 inline Lanes LoadW(const int8_t* p) {
   __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
   return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
@@ -99,6 +104,30 @@ inline Lanes LoadX(const float* p) {
   __builtin_memcpy(&v, p, sizeof v);
   return v;
 }
+// An IEEE half-precision value (a float16 KV cache) as a float, exactly.
+inline float AsFloat(uint16_t half) {
+  uint32_t sign = uint32_t(half & 0x8000) << 16, exponent = (half >> 10) & 0x1f,
+           mantissa = half & 0x3ff, bits;
+  if (exponent == 0x1f) {  // infinity, NaN
+    bits = sign | 0x7f800000 | (mantissa << 13);
+  } else if (exponent != 0) {
+    bits = sign | ((exponent + 112) << 23) | (mantissa << 13);
+  } else if (mantissa == 0) {
+    bits = sign;
+  } else {  // subnormal: shift the mantissa up to a leading 1
+    exponent = 113;
+    while (!(mantissa & 0x400)) mantissa <<= 1, --exponent;
+    bits = sign | (exponent << 23) | ((mantissa & 0x3ff) << 13);
+  }
+  float value;
+  __builtin_memcpy(&value, &bits, sizeof value);
+  return value;
+}
+inline Lanes LoadX(const uint16_t* p) {
+  Lanes v;
+  for (int i = 0; i < 8; ++i) v[i] = AsFloat(p[i]);
+  return v;
+}
 inline Lanes LoadW(const int8_t* p) {
   return Lanes{float(p[0]), float(p[1]), float(p[2]), float(p[3]),
                float(p[4]), float(p[5]), float(p[6]), float(p[7])};
@@ -125,6 +154,8 @@ inline Lanes Exp(Lanes x) {
 }
 
 #endif
+
+inline float AsFloat(float value) { return value; }
 
 constexpr int64_t kLanes = 8;
 
@@ -424,14 +455,15 @@ ffi::Error LogitStatsImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits,
   return ffi::Error::Success();
 }
 
-// Sum of a[i] * b[i] for i < n: eight lanes by FMA, summed in a fixed order, then the
-// tail.
-float Dot(const float* a, const float* b, int64_t n) {
+// Sum of a[i] * b[i] for i < n (b float, or half-precision from a float16 cache):
+// eight lanes by FMA, summed in a fixed order, then the tail.
+template <class T>
+float Dot(const float* a, const T* b, int64_t n) {
   const int64_t body = n - n % kLanes;
   Lanes acc = Zero();
   for (int64_t i = 0; i < body; i += kLanes) acc = Fma(LoadX(a + i), LoadX(b + i), acc);
   float sum = Sum(acc);
-  for (int64_t i = body; i < n; ++i) sum = std::fma(a[i], b[i], sum);
+  for (int64_t i = body; i < n; ++i) sum = std::fma(a[i], AsFloat(b[i]), sum);
   return sum;
 }
 
@@ -443,12 +475,15 @@ float Dot(const float* a, const float* b, int64_t n) {
 // combined in a fixed order: a row's result does not depend on the other rows.
 constexpr int64_t kSlotsPerPart = 512;
 
+// `Cache`: the element type of the cached keys and values, float or half-precision
+// (uint16_t, a float16 cache: half the bytes to hold and to read).
+template <class Cache>
 struct Attention {
   const float* q;       // [B, K, G, H], after RoPE and the query scale
   const float* k_new;   // [B, K, H], this step's key (after RoPE)
   const float* v_new;   // [B, K, H]
-  const float* keys;    // [B, S, K, H], the cache
-  const float* values;  // [B, K, H, S]
+  const Cache* keys;    // [B, S, K, H], the cache
+  const Cache* values;  // [B, K, H, S]
   const int32_t* key_positions;  // [B, S], -1 for none
   const int32_t* positions;      // [B], the query's position, -1 for a free row
   float* out;                    // [B, K, G, H]
@@ -486,7 +521,7 @@ struct Attention {
     scores.resize(G * n);
     const float* qh = q + head * G * H;
     for (int64_t s = lo; s < hi; ++s) {
-      const float* key = keys + ((b * S + s) * kv_heads + h) * H;
+      const Cache* key = keys + ((b * S + s) * kv_heads + h) * H;
       const bool visible = Visible(kp[s], query);
       for (int64_t g = 0; g < G; ++g)
         scores[g * n + s - lo] = visible ? Cap(Dot(qh + g * H, key, H)) : -INFINITY;
@@ -506,7 +541,7 @@ struct Attention {
       sum[g] = Sum(total);
       for (int64_t s = body; s < n; ++s) sum[g] += row[s] = std::exp(row[s] - max[g]);
     }
-    const float* v = values + head * H * S + lo;
+    const Cache* v = values + head * H * S + lo;
     for (int64_t d = 0; d < H; ++d)
       for (int64_t g = 0; g < G; ++g) weighted[g * H + d] = Dot(&scores[g * n], v + d * S, n);
   }
@@ -544,44 +579,66 @@ struct Attention {
   }
 };
 
+// The step's attention over a cache of `Cache` elements: a task per (row, kv head,
+// part of the slots), then each (row, kv head) combined in order.
+template <class Cache>
+void Attend(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& q,
+            ffi::Buffer<ffi::F32>& k_new, ffi::Buffer<ffi::F32>& v_new,
+            ffi::AnyBuffer& keys, ffi::AnyBuffer& values,
+            ffi::Buffer<ffi::S32>& key_positions, ffi::Buffer<ffi::S32>& positions,
+            ffi::ResultBuffer<ffi::F32>& out, int64_t window, float soft_cap) {
+  auto qd = q.dimensions();
+  const int64_t rows = qd[0], kv_heads = qd[1];
+  Attention<Cache> attention = {q.typed_data(),
+                                k_new.typed_data(),
+                                v_new.typed_data(),
+                                static_cast<const Cache*>(keys.untyped_data()),
+                                static_cast<const Cache*>(values.untyped_data()),
+                                key_positions.typed_data(),
+                                positions.typed_data(),
+                                out->typed_data(),
+                                /*slots=*/keys.dimensions()[1],
+                                kv_heads,
+                                /*groups=*/qd[2],
+                                /*head_dim=*/qd[3],
+                                window,
+                                soft_cap};
+  const int64_t heads = rows * kv_heads, parts = attention.parts();
+  attention.partials.resize(heads * parts * attention.PartialSize());
+  ParallelFor(pool, heads * parts, [&](int64_t i) {
+    thread_local std::vector<float> scores;
+    attention.Part(i / parts / kv_heads, i / parts % kv_heads, i % parts, scores);
+  });
+  for (int64_t i = 0; i < heads; ++i) attention.Combine(i / kv_heads, i % kv_heads);
+}
+
 ffi::Error DecodeAttentionImpl(
     ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k_new,
-    ffi::Buffer<ffi::F32> v_new, ffi::Buffer<ffi::F32> keys,
-    ffi::Buffer<ffi::F32> values, ffi::Buffer<ffi::S32> key_positions,
-    ffi::Buffer<ffi::S32> positions, ffi::ResultBuffer<ffi::F32> out, int64_t window,
-    float soft_cap) {
+    ffi::Buffer<ffi::F32> v_new, ffi::AnyBuffer keys, ffi::AnyBuffer values,
+    ffi::Buffer<ffi::S32> key_positions, ffi::Buffer<ffi::S32> positions,
+    ffi::ResultBuffer<ffi::F32> out, int64_t window, float soft_cap) {
   auto qd = q.dimensions(), kd = keys.dimensions();
+  const ffi::DataType cache_type = keys.element_type();
   if (qd.size() != 4 || kd.size() != 4 || kd[0] != qd[0] || kd[2] != qd[1] ||
       kd[3] != qd[3] || values.element_count() != keys.element_count() ||
+      values.element_type() != cache_type ||
+      (cache_type != ffi::DataType::F32 && cache_type != ffi::DataType::F16) ||
       k_new.element_count() != size_t(qd[0] * qd[1] * qd[3]) ||
       v_new.element_count() != k_new.element_count() ||
       key_positions.element_count() != size_t(kd[0] * kd[1]) ||
       positions.element_count() != size_t(qd[0])) {
     return ffi::Error::InvalidArgument(
         "decode_attention takes q [B, K, G, H], k_new and v_new [B, K, H], keys "
-        "[B, S, K, H], values [B, K, H, S], key_positions [B, S], positions [B]");
+        "[B, S, K, H] and values [B, K, H, S] of one type (float32 or float16), "
+        "key_positions [B, S], positions [B]");
   }
-  Attention attention = {q.typed_data(),
-                         k_new.typed_data(),
-                         v_new.typed_data(),
-                         keys.typed_data(),
-                         values.typed_data(),
-                         key_positions.typed_data(),
-                         positions.typed_data(),
-                         out->typed_data(),
-                         /*slots=*/kd[1],
-                         /*kv_heads=*/qd[1],
-                         /*groups=*/qd[2],
-                         /*head_dim=*/qd[3],
-                         window,
-                         soft_cap};
-  const int64_t heads = qd[0] * qd[1], parts = attention.parts();
-  attention.partials.resize(heads * parts * attention.PartialSize());
-  ParallelFor(pool, heads * parts, [&](int64_t i) {
-    thread_local std::vector<float> scores;
-    attention.Part(i / parts / qd[1], i / parts % qd[1], i % parts, scores);
-  });
-  for (int64_t i = 0; i < heads; ++i) attention.Combine(i / qd[1], i % qd[1]);
+  if (cache_type == ffi::DataType::F16) {
+    Attend<uint16_t>(pool, q, k_new, v_new, keys, values, key_positions, positions,
+                     out, window, soft_cap);
+  } else {
+    Attend<float>(pool, q, k_new, v_new, keys, values, key_positions, positions, out,
+                  window, soft_cap);
+  }
   return ffi::Error::Success();
 }
 
@@ -601,8 +658,8 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DecodeAttention, DecodeAttentionImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

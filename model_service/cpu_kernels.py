@@ -127,8 +127,8 @@ def decode_attention(
         q: [B, K, G, H] float32, after RoPE and the query scale (G queries per
             kv head).
         k_new, v_new: [B, K, H], this step's key (after RoPE) and value.
-        keys: [B, S, K, H], the cache's keys.
-        values: [B, K, H, S], the cache's values, slots last.
+        keys: [B, S, K, H], the cache's keys, float32 or float16.
+        values: [B, K, H, S], the cache's values, slots last, in the keys' dtype.
         key_positions: [B, S] int32, each slot's visible position, -1 for none.
         positions: [B] int32, each query's position.
         window: the sliding window, 0 for none.

@@ -18,7 +18,13 @@ from typing import Any
 
 from model_service.chat_format import format_conversation
 from model_service.memory import release_freed_memory
-from model_service.sampler import PREFILL_PASS_COST, Generation, Piece, Sampler
+from model_service.sampler import (
+    PREFILL_PASS_COST,
+    Generation,
+    Piece,
+    Sampler,
+    serving_cache_dtype,
+)
 from model_service.sampling import SamplingParams
 
 log = logging.getLogger("model_service.engine")
@@ -64,7 +70,11 @@ class Engine:
     ) -> None:
         self.tokenizer = model.tokenizer
         self.sampler = Sampler(
-            model.config, model.params, max_batch=max_batch, max_length=max_length
+            model.config,
+            model.params,
+            max_batch=max_batch,
+            max_length=max_length,
+            cache_dtype=serving_cache_dtype(),
         )
         self.max_batch = max_batch
         self.state = self.sampler.init_state(self.sampler.batch_sizes[0])

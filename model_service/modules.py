@@ -21,6 +21,8 @@ from model_service.config import LOCAL, AttentionType, TransformerConfig
 # A large negative logit for masked keys: finite, so a query with nothing to attend to
 # (padding) still gets a finite, unused output instead of NaN.
 K_MASK = -2.3819763e38
+# The caches whose decode step the C++ kernel reads on a CPU (with float32 queries).
+STEP_KERNEL_CACHE_DTYPES = (jnp.float32, jnp.float16)
 
 
 def attention_mask(
@@ -198,7 +200,8 @@ class Attention(nn.Module):
         if (
             cache is not None
             and time == 1
-            and cache["k"].dtype == q.dtype == jnp.float32
+            and q.dtype == jnp.float32
+            and cache["k"].dtype in STEP_KERNEL_CACHE_DTYPES
         ):
             encoded = jax.lax.platform_dependent(
                 q, k, v, cache, positions, cpu=self._attend_step, default=self._attend

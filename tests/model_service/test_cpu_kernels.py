@@ -168,10 +168,11 @@ def attention_reference(
     return out
 
 
+@pytest.mark.parametrize("cache_dtype", [np.float32, np.float16])
 @pytest.mark.parametrize("slots", [19, 1100])  # one part of 512 slots, and three
 @pytest.mark.parametrize("window, cap", [(0, 0.0), (5, 0.0), (0, 4.0)])
 def test_decode_attention_attends_to_the_visible_keys_and_its_own(
-    window, cap, slots
+    window, cap, slots, cache_dtype
 ) -> None:
     # 4 rows, 2 kv heads of 2 queries, head size 12 (a tail after the lanes).
     rng = np.random.default_rng(2)
@@ -179,8 +180,9 @@ def test_decode_attention_attends_to_the_visible_keys_and_its_own(
     q = rng.standard_normal((batch, heads, groups, size), np.float32)
     k_new = rng.standard_normal((batch, heads, size), np.float32)
     v_new = rng.standard_normal((batch, heads, size), np.float32)
-    keys = rng.standard_normal((batch, slots, heads, size), np.float32)
-    values = rng.standard_normal((batch, heads, size, slots), np.float32)
+    # The cache as the worker keeps it on a CPU (float16) or in float32.
+    keys = rng.standard_normal((batch, slots, heads, size)).astype(cache_dtype)
+    values = rng.standard_normal((batch, heads, size, slots)).astype(cache_dtype)
     key_positions = np.full((batch, slots), -1, np.int32)
     key_positions[0, :9] = np.arange(9)  # row 0 at position 9 over 9 stored keys
     key_positions[1, 2:14] = np.arange(2, 14)  # row 1 at 20; 14..19 were never stored
@@ -197,3 +199,24 @@ def test_decode_attention_attends_to_the_visible_keys_and_its_own(
         q, k_new, v_new, keys, values, key_positions, positions, window, cap
     )
     np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "keys_dtype, values_dtype", [(np.float16, np.float32), (np.int8, np.int8)]
+)
+def test_decode_attention_refuses_a_cache_of_mixed_or_other_types(
+    keys_dtype, values_dtype
+) -> None:
+    q = np.zeros((1, 1, 1, 8), np.float32)
+    new = np.zeros((1, 1, 8), np.float32)
+    keys = np.zeros((1, 3, 1, 8), keys_dtype)
+    values = np.zeros((1, 1, 8, 3), values_dtype)
+    positions = np.zeros((1, 3), np.int32)
+
+    with pytest.raises(Exception, match="of one type \\(float32 or float16\\)"):
+        jax.block_until_ready(
+            decode_attention(
+                q, new, new, keys, values, positions, np.array([3], np.int32),
+                window=0, soft_cap=0.0,
+            )  # fmt: skip
+        )

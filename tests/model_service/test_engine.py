@@ -40,12 +40,13 @@ def final(updates: list):
 
 def alone(engine: Engine, prompt: list[int], params: SamplingParams) -> list[int]:
     """The tokens of a request decoded on its own by the sampler's plain loop, with
-    the engine's weights and batch shape."""
+    the engine's weights, batch shape and cache."""
     sampler = Sampler(
         engine.sampler.config,
         engine.sampler.params,
         max_batch=engine.max_batch,
         max_length=MAX_LENGTH,
+        cache_dtype=engine.sampler.cache_dtype,
     )
     return sampler.generate([prompt], params, engine.tokenizer)[0].token_ids
 

@@ -13,7 +13,13 @@ import scipy.stats
 from model_service.next_tokens import sample_rows
 from model_service.quantize import quantize_params
 from model_service.registry import load_model
-from model_service.sampler import ContextTooLong, Generation, Sampler, prefill_fn
+from model_service.sampler import (
+    ContextTooLong,
+    Generation,
+    Sampler,
+    prefill_fn,
+    step_fn,
+)
 from model_service.sampling import MAX_TOP_K, SamplingParams
 from model_service.transformer import Transformer
 
@@ -72,6 +78,29 @@ def test_it_decodes_greedily_like_the_models_own_loop(model, sampler) -> None:
     assert answer.token_ids == expected
     assert answer.logprobs == pytest.approx(expected_logprobs, abs=1e-4)
     assert answer.finish_reason == "length"
+
+
+def test_with_the_workers_float16_cache_it_decodes_as_the_models_own_loop_on_the_kernel(
+    model,
+) -> None:
+    prompt = prompt_of(model, "The quick brown fox jumps over the lazy dog")
+    params = SamplingParams(max_new_tokens=8)
+    sampler = Sampler(
+        model.config, model.params, max_length=MAX_LENGTH, cache_dtype=jnp.float16
+    )
+
+    [answer] = sampler.generate([prompt], params, model.tokenizer)
+    expected, expected_logprobs = full_forward_greedy(model, prompt, 8)
+
+    assert answer.token_ids == expected
+    assert answer.logprobs == pytest.approx(expected_logprobs, abs=1e-2)
+    # On a CPU the step reads the float16 cache in the C++ kernel: XLA's attention
+    # would read all of it, converted, at twice the cost of a float32 one.
+    step = step_fn.lower(
+        sampler.params, sampler.init_state(), config=model.config,
+        dtype=sampler.dtype,
+    )  # fmt: skip
+    assert "gemma_studio_decode_attention" in step.as_text()
 
 
 def test_it_decodes_a_batch_of_prompts_of_different_lengths(model, sampler) -> None:
