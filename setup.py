@@ -12,9 +12,10 @@ from pathlib import Path
 from setuptools import Extension, setup
 
 JAXLIB_INCLUDE = Path(find_spec("jaxlib").submodule_search_locations[0]) / "include"
-# x86-64 CPUs from 2013 on (Haswell, Zen) have AVX2, FMA and F16C; elsewhere the kernel's
-# portable vector code is compiled for the target's own vector unit.
-VECTOR_FLAGS = ["-mavx2", "-mfma", "-mf16c"] if platform.machine() in ("x86_64", "AMD64") else []
+# x86-64 CPUs from 2013 on (Haswell, Zen) have AVX2, FMA and F16C; elsewhere the
+# kernel's portable vector code is compiled for the target's own vector unit.
+X86_64 = platform.machine() in ("x86_64", "AMD64")
+VECTOR_FLAGS = ["-mavx2", "-mfma", "-mf16c"] if X86_64 else []
 
 setup(
     ext_modules=[

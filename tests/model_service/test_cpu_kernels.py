@@ -216,7 +216,14 @@ def test_decode_attention_refuses_a_cache_of_mixed_or_other_types(
     with pytest.raises(Exception, match="of one type \\(float32 or float16\\)"):
         jax.block_until_ready(
             decode_attention(
-                q, new, new, keys, values, positions, np.array([3], np.int32),
-                window=0, soft_cap=0.0,
-            )  # fmt: skip
+                q,
+                new,
+                new,
+                keys,
+                values,
+                positions,
+                np.array([3], np.int32),
+                window=0,
+                soft_cap=0.0,
+            )
         )

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from webapp.core import serving
 from webapp.evals import reports
-from webapp.ratings.models import Answer, Campaign, PromptSet, Rating
+from webapp.ratings.models import Answer, Campaign, Prompt, Rating
 from webapp.ratings.services import copy_prompts, create_campaign
 from webapp.ratings.simulated import SimulatedRater, parse_taste
 from webapp.runs import loop, services
@@ -153,13 +153,13 @@ class Command(BaseCommand):
         # Every built-in set's prompts, in the order the migration loads them: more
         # prompts than one set holds make a larger held-out share, on which the
         # reward model's accuracy is measured.
-        builtin = [
-            prompt
-            for prompt_set in PromptSet.objects.filter(builtin=True).order_by("id")
-            for prompt in prompt_set.prompts.order_by("id")
-        ]
+        prompts = list(
+            Prompt.objects.filter(prompt_set__builtin=True).order_by(
+                "prompt_set_id", "id"
+            )[: self.options["prompts"]]
+        )
         prompt_set = copy_prompts(
-            builtin[: self.options["prompts"]],
+            prompts,
             f"demo-{self.stamp} prompts",
             "The first prompts of the built-in sets, for a demo.",
         )
@@ -180,7 +180,7 @@ class Command(BaseCommand):
                     "repeat_rate": 0,
                     # Each rater may rate every item (the default cap of 200 a day
                     # left part of a larger campaign unrated).
-                    "daily_cap": prompt_set.prompts.count(),
+                    "daily_cap": len(prompts),
                 }
             )
         )
