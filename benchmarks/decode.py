@@ -78,10 +78,13 @@ class Ours:
         from model_service.memory import release_freed_memory
         from model_service.registry import load_model
         from model_service.sampler import Sampler, serving_cache_dtype
+        from model_service.transformer import stack_layers
 
-        # int8: as the generation worker loads them on a CPU, with its KV cache
+        # int8: as the generation worker loads them on a CPU, with its KV cache and
+        # its layers stacked
         model = load_model("gemma3-270m", quantize=job["quantize"])
-        config, params = model.config, model.params
+        config, params = model.config, stack_layers(model.params, model.config)
+        del model
         self.prompt, self.new_tokens = job["prompt"], job["new_tokens"]
         max_length = len(self.prompt) + self.new_tokens
         self.samplers = {

@@ -3,7 +3,7 @@
 // needs.
 //
 // y[r, m] = scale[m] * sum_k x[r, k] * w[m, k], for x float32 [R, K], w int8 [M, K]
-// and scale float32 [M]: every int8 product of `model_service.layers`, a decode step's
+// and scale float32 [M] (one layer of stacks [L, M, K] and [L, M]): every int8 product of `model_service.layers`, a decode step's
 // few rows and a prefill pass's many. Each weight byte is read from memory once per
 // call and converted to float next to its use, so a step reads a quarter of the float
 // bytes; XLA on a CPU either converts the whole weight first or, for one row only,
@@ -369,27 +369,38 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t items,
   }
 }
 
-// The outputs go in chunks of about 64 KB of weights, one item each.
+// The outputs go in chunks of about 64 KB of weights, one item each. The weight is
+// layer `layer` of a stack [L, M, K]: a model scanned over its layers keeps each
+// weight stacked, and reads a layer where it lies rather than copying it out.
 ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                           ffi::Buffer<ffi::S8> w, ffi::Buffer<ffi::F32> scale,
-                          ffi::ResultBuffer<ffi::F32> y) {
+                          ffi::Buffer<ffi::S32> layer, ffi::ResultBuffer<ffi::F32> y) {
   auto xd = x.dimensions(), wd = w.dimensions();
-  if (xd.size() != 2 || wd.size() != 2 || xd[1] != wd[1] ||
-      scale.element_count() != size_t(wd[0])) {
+  if (xd.size() != 2 || wd.size() != 3 || xd[1] != wd[2] ||
+      scale.element_count() != size_t(wd[0] * wd[1]) || layer.element_count() != 1) {
     return ffi::Error::InvalidArgument(
-        "int8_matmul takes x [R, K], w [M, K] and scale [M]");
+        "int8_matmul takes x [R, K], w [L, M, K], scale [L, M] and a layer < L");
+  }
+  const int64_t l = layer.typed_data()[0], outputs = wd[1], depth = wd[2];
+  if (l < 0 || l >= wd[0]) {
+    return ffi::Error::InvalidArgument("int8_matmul: the layer is outside the stack");
   }
   const Int8Path* path = ChooseInt8Path();
   if (path == nullptr) {
     return ffi::Error::InvalidArgument(
         "GEMMA_STUDIO_INT8_PATH names no int8 path this CPU runs");
   }
-  const Product product = {x.typed_data(), w.typed_data(), scale.typed_data(),
-                           y->typed_data(), xd[0], wd[0], xd[1]};
-  int64_t chunk = std::max<int64_t>(8, (int64_t(1) << 16) / std::max<int64_t>(xd[1], 1));
+  const Product product = {x.typed_data(),
+                           w.typed_data() + l * outputs * depth,
+                           scale.typed_data() + l * outputs,
+                           y->typed_data(),
+                           xd[0],
+                           outputs,
+                           depth};
+  int64_t chunk = std::max<int64_t>(8, (int64_t(1) << 16) / std::max<int64_t>(depth, 1));
   chunk += (-chunk) & 7;  // a multiple of the widest tile
-  ParallelFor(pool, (wd[0] + chunk - 1) / chunk, [&](int64_t c) {
-    path->run(product, c * chunk, std::min(c * chunk + chunk, wd[0]));
+  ParallelFor(pool, (outputs + chunk - 1) / chunk, [&](int64_t c) {
+    path->run(product, c * chunk, std::min(c * chunk + chunk, outputs));
   });
   return ffi::Error::Success();
 }
@@ -482,7 +493,7 @@ struct Attention {
   const float* q;       // [B, K, G, H], after RoPE and the query scale
   const float* k_new;   // [B, K, H], this step's key (after RoPE)
   const float* v_new;   // [B, K, H]
-  const Cache* keys;    // [B, S, K, H], the cache
+  const Cache* keys;    // [B, S, K, H], the cache's layer
   const Cache* values;  // [B, K, H, S]
   const int32_t* key_positions;  // [B, S], -1 for none
   const int32_t* positions;      // [B], the query's position, -1 for a free row
@@ -584,25 +595,27 @@ struct Attention {
 template <class Cache>
 void Attend(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& q,
             ffi::Buffer<ffi::F32>& k_new, ffi::Buffer<ffi::F32>& v_new,
-            ffi::AnyBuffer& keys, ffi::AnyBuffer& values,
+            ffi::AnyBuffer& keys, ffi::AnyBuffer& values, int64_t layer,
             ffi::Buffer<ffi::S32>& key_positions, ffi::Buffer<ffi::S32>& positions,
             ffi::ResultBuffer<ffi::F32>& out, int64_t window, float soft_cap) {
   auto qd = q.dimensions();
   const int64_t rows = qd[0], kv_heads = qd[1];
-  Attention<Cache> attention = {q.typed_data(),
-                                k_new.typed_data(),
-                                v_new.typed_data(),
-                                static_cast<const Cache*>(keys.untyped_data()),
-                                static_cast<const Cache*>(values.untyped_data()),
-                                key_positions.typed_data(),
-                                positions.typed_data(),
-                                out->typed_data(),
-                                /*slots=*/keys.dimensions()[1],
-                                kv_heads,
-                                /*groups=*/qd[2],
-                                /*head_dim=*/qd[3],
-                                window,
-                                soft_cap};
+  const int64_t layer_size = keys.element_count() / keys.dimensions()[0];
+  Attention<Cache> attention = {
+      q.typed_data(),
+      k_new.typed_data(),
+      v_new.typed_data(),
+      static_cast<const Cache*>(keys.untyped_data()) + layer * layer_size,
+      static_cast<const Cache*>(values.untyped_data()) + layer * layer_size,
+      key_positions.typed_data(),
+      positions.typed_data(),
+      out->typed_data(),
+      /*slots=*/keys.dimensions()[2],
+      kv_heads,
+      /*groups=*/qd[2],
+      /*head_dim=*/qd[3],
+      window,
+      soft_cap};
   const int64_t heads = rows * kv_heads, parts = attention.parts();
   attention.partials.resize(heads * parts * attention.PartialSize());
   ParallelFor(pool, heads * parts, [&](int64_t i) {
@@ -612,32 +625,40 @@ void Attend(ffi::ThreadPool& pool, ffi::Buffer<ffi::F32>& q,
   for (int64_t i = 0; i < heads; ++i) attention.Combine(i / kv_heads, i % kv_heads);
 }
 
+// The cache's keys and values are stacks over layers, [L, B, S, K, H] and
+// [L, B, K, H, S]; the step reads layer `layer` where it lies.
 ffi::Error DecodeAttentionImpl(
     ffi::ThreadPool pool, ffi::Buffer<ffi::F32> q, ffi::Buffer<ffi::F32> k_new,
     ffi::Buffer<ffi::F32> v_new, ffi::AnyBuffer keys, ffi::AnyBuffer values,
-    ffi::Buffer<ffi::S32> key_positions, ffi::Buffer<ffi::S32> positions,
-    ffi::ResultBuffer<ffi::F32> out, int64_t window, float soft_cap) {
+    ffi::Buffer<ffi::S32> layer, ffi::Buffer<ffi::S32> key_positions,
+    ffi::Buffer<ffi::S32> positions, ffi::ResultBuffer<ffi::F32> out, int64_t window,
+    float soft_cap) {
   auto qd = q.dimensions(), kd = keys.dimensions();
   const ffi::DataType cache_type = keys.element_type();
-  if (qd.size() != 4 || kd.size() != 4 || kd[0] != qd[0] || kd[2] != qd[1] ||
-      kd[3] != qd[3] || values.element_count() != keys.element_count() ||
+  if (qd.size() != 4 || kd.size() != 5 || kd[1] != qd[0] || kd[3] != qd[1] ||
+      kd[4] != qd[3] || values.element_count() != keys.element_count() ||
       values.element_type() != cache_type ||
       (cache_type != ffi::DataType::F32 && cache_type != ffi::DataType::F16) ||
       k_new.element_count() != size_t(qd[0] * qd[1] * qd[3]) ||
       v_new.element_count() != k_new.element_count() ||
-      key_positions.element_count() != size_t(kd[0] * kd[1]) ||
+      layer.element_count() != 1 ||
+      key_positions.element_count() != size_t(kd[1] * kd[2]) ||
       positions.element_count() != size_t(qd[0])) {
     return ffi::Error::InvalidArgument(
         "decode_attention takes q [B, K, G, H], k_new and v_new [B, K, H], keys "
-        "[B, S, K, H] and values [B, K, H, S] of one type (float32 or float16), "
-        "key_positions [B, S], positions [B]");
+        "[L, B, S, K, H] and values [L, B, K, H, S] of one type (float32 or "
+        "float16), a layer < L, key_positions [B, S], positions [B]");
+  }
+  const int64_t l = layer.typed_data()[0];
+  if (l < 0 || l >= kd[0]) {
+    return ffi::Error::InvalidArgument("decode_attention: the layer is outside the stack");
   }
   if (cache_type == ffi::DataType::F16) {
-    Attend<uint16_t>(pool, q, k_new, v_new, keys, values, key_positions, positions,
+    Attend<uint16_t>(pool, q, k_new, v_new, keys, values, l, key_positions, positions,
                      out, window, soft_cap);
   } else {
-    Attend<float>(pool, q, k_new, v_new, keys, values, key_positions, positions, out,
-                  window, soft_cap);
+    Attend<float>(pool, q, k_new, v_new, keys, values, l, key_positions, positions,
+                  out, window, soft_cap);
   }
   return ffi::Error::Success();
 }
@@ -650,6 +671,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(Int8Matmul, Int8MatmulImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::S8>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DecodeAttention, DecodeAttentionImpl,
@@ -660,6 +682,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(DecodeAttention, DecodeAttentionImpl,
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::AnyBuffer>()
                                   .Arg<ffi::AnyBuffer>()
+                                  .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Arg<ffi::Buffer<ffi::S32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>()

@@ -60,7 +60,9 @@ def int8_path() -> str | None:
     return _extension().int8_path()
 
 
-def int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array:
+def int8_matmul(
+    x: jax.Array, values: jax.Array, scale: jax.Array, layer: jax.Array | int = 0
+) -> jax.Array:
     """x [R, K] times int8 `values` [M, K] transposed, column m times `scale[m]`.
 
     Computed in float32, each output in one fixed order whatever R is and whichever
@@ -69,18 +71,26 @@ def int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array:
 
     Args:
         x: activations, [R, K] (cast to float32).
-        values: int8 weight, [M, K].
-        scale: float32, M entries (any shape).
+        values: int8 weight, [M, K], or a stack of them [L, M, K].
+        scale: float32, M entries (L x M for a stack; any shape).
+        layer: which weight of a stack (a traced index in a scan over layers): the
+            kernel reads it where it lies, where slicing it out would copy it.
 
     Returns:
         float32 [R, M].
     """
     _register()
-    rows, outputs = x.shape[0], values.shape[0]
+    stack = values.reshape(-1, *values.shape[-2:])
+    rows, outputs = x.shape[0], stack.shape[1]
     call = jax.ffi.ffi_call(
         _INT8_MATMUL, jax.ShapeDtypeStruct((rows, outputs), jnp.float32)
     )
-    return call(x.astype(jnp.float32), values, scale.reshape(-1).astype(jnp.float32))
+    return call(
+        x.astype(jnp.float32),
+        stack,
+        scale.reshape(-1).astype(jnp.float32),
+        jnp.asarray(layer, jnp.int32),
+    )
 
 
 def logit_stats(logits: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -114,6 +124,7 @@ def decode_attention(
     key_positions: jax.Array,
     positions: jax.Array,
     *,
+    layer: jax.Array | int = 0,
     window: int,
     soft_cap: float,
 ) -> jax.Array:
@@ -127,10 +138,13 @@ def decode_attention(
         q: [B, K, G, H] float32, after RoPE and the query scale (G queries per
             kv head).
         k_new, v_new: [B, K, H], this step's key (after RoPE) and value.
-        keys: [B, S, K, H], the cache's keys, float32 or float16.
-        values: [B, K, H, S], the cache's values, slots last, in the keys' dtype.
+        keys: [B, S, K, H], the cache's keys, float32 or float16, or a stack of
+            layers' [L, B, S, K, H].
+        values: [B, K, H, S] ([L, B, K, H, S]), the cache's values, slots last, in
+            the keys' dtype.
         key_positions: [B, S] int32, each slot's visible position, -1 for none.
         positions: [B] int32, each query's position.
+        layer: which layer of a stack, read where it lies (a traced index in a scan).
         window: the sliding window, 0 for none.
         soft_cap: cap * tanh(logit / cap) on the logits, 0 for none.
 
@@ -145,8 +159,9 @@ def decode_attention(
         q,
         k_new,
         v_new,
-        keys,
-        values,
+        keys.reshape(-1, *keys.shape[-4:]),
+        values.reshape(-1, *values.shape[-4:]),
+        jnp.asarray(layer, jnp.int32),
         key_positions.astype(jnp.int32),
         positions.astype(jnp.int32),
         window=np.int64(window),

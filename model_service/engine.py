@@ -26,6 +26,7 @@ from model_service.sampler import (
     serving_cache_dtype,
 )
 from model_service.sampling import SamplingParams
+from model_service.transformer import stack_layers
 
 log = logging.getLogger("model_service.engine")
 
@@ -69,9 +70,11 @@ class Engine:
         max_length: int | None = None,
     ) -> None:
         self.tokenizer = model.tokenizer
+        # Scanned over its layers: each compiled program holds a block per run of the
+        # attention pattern instead of every layer (`stack_layers`).
         self.sampler = Sampler(
             model.config,
-            model.params,
+            stack_layers(model.params, model.config),
             max_batch=max_batch,
             max_length=max_length,
             cache_dtype=serving_cache_dtype(),

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
 from model_service import cpu_kernels
-from model_service.quantize import QuantizedWeight
+from model_service.quantize import LayerWeight, QuantizedWeight
 
 
 def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
@@ -27,36 +28,44 @@ def weight_einsum(equation: str, x: jax.Array, weight: jax.Array) -> jax.Array:
     Returns:
         The einsum of `x` and `weight`.
     """
-    if isinstance(weight, QuantizedWeight):
+    if isinstance(weight, QuantizedWeight | LayerWeight):
         return _quantized_einsum(equation, x, weight)
     return jnp.einsum(equation, x, weight.astype(x.dtype))
 
 
 def _quantized_einsum(
-    equation: str, x: jax.Array, weight: QuantizedWeight
+    equation: str, x: jax.Array, weight: QuantizedWeight | LayerWeight
 ) -> jax.Array:
     """`weight_einsum` for an int8 weight, as one 2-D product [rows, K] x [M, K]^T.
 
     The weight's contracted axes are its last ones, so it is an [M, K] matrix without
-    a copy; the activations are moved into [rows, K], which is small. The scale is
-    constant over the contracted axes, so it is applied to the product's columns.
+    a copy (a layer of a stack: [L, M, K], read at the layer); the activations are
+    moved into [rows, K], which is small. The scale is constant over the contracted
+    axes, so it is applied to the product's columns.
     """
+    stack, layer = (
+        (weight.stack, weight.index) if isinstance(weight, LayerWeight) else (weight, 0)
+    )
     operands, out = equation.split("->")
     x_axes, w_axes = operands.split(",")
-    contracted = w_axes[len(w_axes) - len(weight.axes) :]
-    kept = w_axes[: len(w_axes) - len(weight.axes)]
+    contracted = w_axes[len(w_axes) - len(stack.axes) :]
+    kept = w_axes[: len(w_axes) - len(stack.axes)]
     rest = "".join(a for a in x_axes if a not in contracted)
     rows = jnp.einsum(f"{x_axes}->{rest}{contracted}", x)
     rest_shape = rows.shape[: len(rest)]
-    kept_shape = weight.values.shape[: len(kept)]
-    values = weight.values.reshape(math.prod(kept_shape), -1)
-    y = _int8_matmul(rows.reshape(-1, values.shape[1]), values, weight.scale)
+    kept_shape = weight.shape[: len(kept)]
+    depth = math.prod(weight.shape[len(kept) :])
+    values = stack.values.reshape(-1, math.prod(kept_shape), depth)  # [L, M, K]
+    y = _int8_matmul(rows.reshape(-1, values.shape[-1]), values, stack.scale, layer)
     y = y.reshape(*rest_shape, *kept_shape)
     return jnp.einsum(f"{rest}{kept}->{out}", y).astype(x.dtype)
 
 
-def _int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array:
-    """x [R, K] (float) times int8 values [M, K] transposed, column m times scale[m].
+def _int8_matmul(
+    x: jax.Array, values: jax.Array, scale: jax.Array, layer: jax.Array | int
+) -> jax.Array:
+    """x [R, K] (float) times int8 values [M, K] transposed (layer `layer` of a stack
+    [L, M, K]), column m times scale[m].
 
     Only the weights are int8; the activations stay float. The C++ kernel reads each
     weight byte once and converts it next to its use, and computes every row the same
@@ -69,7 +78,7 @@ def _int8_matmul(x: jax.Array, values: jax.Array, scale: jax.Array) -> jax.Array
     Q8_0) 94.3 % where the bar is 95 %, and a row's last-bit differences between batch
     shapes (XLA's own operations) then flip roundings and so greedy tokens.
     """
-    return cpu_kernels.int8_matmul(x, values, scale).astype(x.dtype)
+    return cpu_kernels.int8_matmul(x, values, scale, layer).astype(x.dtype)
 
 
 def embedding_lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
@@ -77,6 +86,20 @@ def embedding_lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:
     if isinstance(table, QuantizedWeight):
         return table.values[tokens].astype(jnp.float32) * table.scale[tokens]
     return table[tokens]
+
+
+def weight(module: nn.Module, name: str, shape: tuple[int, ...]) -> Any:
+    """`module`'s matmul weight `name` of `shape` (a parameter, created at `init`).
+
+    A layer of a model scanned over its layers gets its int8 weights as
+    `LayerWeight`s, whole stacks that Flax's shape check of `param` would refuse:
+    those are taken as they are.
+    """
+    if module.has_variable("params", name):
+        value = module.get_variable("params", name)
+        if isinstance(value, LayerWeight):
+            return value
+    return module.param(name, nn.initializers.normal(), shape)
 
 
 class Einsum(nn.Module):
@@ -92,8 +115,7 @@ class Einsum(nn.Module):
 
     @nn.compact
     def __call__(self, equation: str, x: jax.Array) -> jax.Array:
-        weight = self.param(self.weight_name, nn.initializers.normal(), self.shape)
-        return weight_einsum(equation, x, weight)
+        return weight_einsum(equation, x, weight(self, self.weight_name, self.shape))
 
 
 class RMSNorm(nn.Module):

@@ -132,8 +132,9 @@ class Attention(nn.Module):
         # Each part: keys, their positions, values and how the values are laid out.
         parts = [(k, positions, v, "BSKH")]
         if cache is not None:
-            past = kv_cache.visible_positions(cache, positions)
-            keys, values = cache["k"].astype(k.dtype), cache["v"].astype(v.dtype)
+            past = kv_cache.visible_positions(cache.read("positions"), positions)
+            keys = cache.read("k").astype(k.dtype)
+            values = cache.read("v").astype(v.dtype)
             parts.insert(0, (keys, past, values, "BKHS"))
         logits = jnp.concatenate(
             [self._logits(q, keys, positions, key_pos) for keys, key_pos, *_ in parts],
@@ -155,15 +156,17 @@ class Attention(nn.Module):
         positions: jax.Array,  # [B, 1]
     ) -> jax.Array:  # [B, 1, K, G, H]
         """`_attend` for one token per row, on a CPU: the C++ kernel reads only the
-        cache's visible stretch of keys and values (XLA's products read all of it)."""
+        cache's visible stretch of keys and values (XLA's products read all of it),
+        in the layer's stack where it lies."""
         encoded = cpu_kernels.decode_attention(
             q[:, 0],
             k[:, 0],
             v[:, 0],
-            cache["k"],
-            cache["v"],
-            kv_cache.visible_positions(cache, positions),
+            cache.stack["k"],
+            cache.stack["v"],
+            kv_cache.visible_positions(cache.read("positions"), positions),
             positions[:, 0],
+            layer=cache.index,
             window=self.sliding_window or 0,
             soft_cap=self.config.attn_logits_soft_cap or 0.0,
         )
@@ -175,7 +178,9 @@ class Attention(nn.Module):
         x: jax.Array,  # [B, T, D]
         positions: jax.Array,  # [B, T]
         cache: kv_cache.LayerCache | None,
-    ) -> tuple[jax.Array, kv_cache.LayerCache | None]:
+    ) -> tuple[jax.Array, kv_cache.LayerStack | None]:
+        """The attention's output, and the cache's stack with this call's keys and
+        values written to the layer's place in it."""
         cfg = self.config
         q, k, v = self._project(x)
         if cfg.use_qk_norm:
@@ -201,7 +206,7 @@ class Attention(nn.Module):
             cache is not None
             and time == 1
             and q.dtype == jnp.float32
-            and cache["k"].dtype in STEP_KERNEL_CACHE_DTYPES
+            and cache.stack["k"].dtype in STEP_KERNEL_CACHE_DTYPES
         ):
             encoded = jax.lax.platform_dependent(
                 q, k, v, cache, positions, cpu=self._attend_step, default=self._attend
@@ -209,13 +214,14 @@ class Attention(nn.Module):
         else:
             encoded = self._attend(q, k, v, cache, positions)
         encoded = encoded.reshape(batch, time, cfg.num_heads, cfg.head_dim)
+        stack = None
         if cache is not None:
             write = kv_cache.write_step if time == 1 else kv_cache.write
-            cache = write(cache, k=k, v=v, positions=positions, ring=ring)
+            stack = write(cache, k=k, v=v, positions=positions, ring=ring)
         out = layers.Einsum(
             (cfg.embed_dim, cfg.num_heads, cfg.head_dim), name="attn_vec_einsum"
         )("BTNH,DNH->BTD", encoded)
-        return out, cache
+        return out, stack
 
 
 class FeedForward(nn.Module):
@@ -229,9 +235,10 @@ class FeedForward(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        init = nn.initializers.normal()
-        gating = self.param("gating_einsum", init, (2, self.hidden_dim, self.embed_dim))
-        linear = self.param("linear", init, (self.embed_dim, self.hidden_dim))
+        gating = layers.weight(
+            self, "gating_einsum", (2, self.hidden_dim, self.embed_dim)
+        )
+        linear = layers.weight(self, "linear", (self.embed_dim, self.hidden_dim))
         gate, up = layers.weight_einsum("BTD,CFD->CBTF", x, gating)
         hidden = layers.gelu_tanh(gate) * up
         return layers.weight_einsum("BTF,DF->BTD", hidden, linear)
@@ -249,7 +256,7 @@ class Block(nn.Module):
         x: jax.Array,  # [B, T, D]
         positions: jax.Array,  # [B, T]
         cache: kv_cache.LayerCache | None,
-    ) -> tuple[jax.Array, kv_cache.LayerCache | None]:
+    ) -> tuple[jax.Array, kv_cache.LayerStack | None]:
         cfg = self.config
         eps = cfg.rms_norm_eps
         h = layers.RMSNorm(eps, name="pre_attention_norm")(x)

@@ -60,6 +60,25 @@ class QuantizedWeight:
         return self.values.astype(dtype) * self.scale.astype(dtype)
 
 
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class LayerWeight:
+    """Layer `index` of an int8 weight stacked over the layers (`values` [L, ...] and
+    `scale` [L, ...] of `stack`; its `axes` are a layer's), in a model scanned over
+    its layers (`transformer.stack_layers`).
+
+    The int8 product reads the layer where it lies in the stack; slicing it out with
+    a traced index would copy the layer's weights on every step.
+    """
+
+    stack: QuantizedWeight
+    index: jax.Array
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.stack.shape[1:]
+
+
 def quantize(weight: Any, axes: tuple[int, ...]) -> QuantizedWeight:
     """Symmetric int8 quantization of `weight`, one scale per output channel."""
     values, scale = _quantize_array(np.asarray(weight, np.float32), axes)

@@ -392,11 +392,7 @@ def start_fn(
     sampled_logprobs: bool = False,
 ) -> tuple[DecodeState, jax.Array, jax.Array]:
     """Copies a prefilled row into `slot` and samples its first token."""
-    cache = jax.tree.map(
-        lambda rows, row: jax.lax.dynamic_update_index_in_dim(rows, row[0], slot, 0),
-        state.cache,
-        row_cache,
-    )
+    cache = kv_cache.put_row(state.cache, row_cache, slot)
     token, logprob = sample(
         logits[None],
         key[None],
@@ -466,9 +462,12 @@ def free_fn(state: DecodeState, slot: jax.Array) -> DecodeState:
 @jax.jit  # (no donation: the new state has another shape)
 def resize_fn(state: DecodeState, sources: jax.Array, kept: jax.Array) -> DecodeState:
     """Row i of the result is row sources[i] of `state`; rows from `kept` are free."""
-    state = jax.tree.map(lambda field: field[sources], state)
+    rows = jax.tree.map(lambda field: field[sources], state.replace(cache={}))
     kept_rows = jnp.arange(sources.shape[0]) < kept
-    return state.replace(positions=jnp.where(kept_rows, state.positions, -1))
+    return rows.replace(
+        cache=kv_cache.take_rows(state.cache, sources),
+        positions=jnp.where(kept_rows, rows.positions, -1),
+    )
 
 
 def sample(

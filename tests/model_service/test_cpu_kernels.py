@@ -93,10 +93,25 @@ def test_it_refuses_a_path_this_cpu_does_not_run(monkeypatch) -> None:
 def test_it_refuses_operands_that_do_not_fit() -> None:
     x, values, scale = operands(2, 8, 16)
 
-    with pytest.raises(Exception, match="x \\[R, K\\], w \\[M, K\\] and scale \\[M\\]"):
+    match = "x \\[R, K\\], w \\[L, M, K\\], scale \\[L, M\\]"
+    with pytest.raises(Exception, match=match):
         jax.block_until_ready(int8_matmul(x[:, :8], values, scale))
-    with pytest.raises(Exception, match="scale \\[M\\]"):
+    with pytest.raises(Exception, match=match):
         jax.block_until_ready(int8_matmul(x, values, jnp.ones(7)))
+
+
+def test_it_reads_a_layer_of_a_stack_as_that_weight_alone() -> None:
+    """A model scanned over its layers hands the whole stack and a traced index."""
+    x, _, _ = operands(3, 40, 24, seed=3)
+    stack = [operands(3, 40, 24, seed=4 + layer)[1:] for layer in range(3)]
+    values = np.stack([v for v, _ in stack])  # [3, 40, 24]
+    scales = np.stack([s for _, s in stack])  # [3, 40]
+
+    for layer, (v, s) in enumerate(stack):
+        from_stack = jax.jit(int8_matmul)(x, values, scales, layer)
+        np.testing.assert_array_equal(from_stack, int8_matmul(x, v, s))
+    with pytest.raises(Exception, match="the layer is outside the stack"):
+        jax.block_until_ready(int8_matmul(x, values, scales, 3))
 
 
 # (rows, vocab): the kernel cuts rows in stretches of 16384 values and each stretch in
@@ -227,3 +242,29 @@ def test_decode_attention_refuses_a_cache_of_mixed_or_other_types(
                 soft_cap=0.0,
             )
         )
+
+
+def test_decode_attention_reads_a_layer_of_a_stacked_cache_as_that_layer_alone() -> (
+    None
+):
+    """The cache stacks the layers of one type; a scan hands it whole with an index."""
+    rng = np.random.default_rng(5)
+    layers, batch, heads, groups, size, slots = 3, 2, 2, 2, 8, 30
+    q = rng.standard_normal((batch, heads, groups, size), np.float32)
+    new = rng.standard_normal((batch, heads, size), np.float32)
+    keys = rng.standard_normal((layers, batch, slots, heads, size)).astype(np.float16)
+    values = rng.standard_normal((layers, batch, heads, size, slots)).astype(np.float16)
+    key_positions = np.tile(np.arange(slots, dtype=np.int32), (batch, 1))
+    positions = np.array([slots, 12], np.int32)
+
+    def attend(keys, values, layer=0):
+        return decode_attention(
+            q, new, new, keys, values, key_positions, positions, layer=layer,
+            window=0, soft_cap=0.0,
+        )  # fmt: skip
+
+    for layer in range(layers):
+        from_stack = jax.jit(attend)(keys, values, layer)
+        np.testing.assert_array_equal(from_stack, attend(keys[layer], values[layer]))
+    with pytest.raises(Exception, match="the layer is outside the stack"):
+        jax.block_until_ready(attend(keys, values, -1))

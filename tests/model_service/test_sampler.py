@@ -1,6 +1,7 @@
 """The sampler on the tiny config: cached decoding against the model's own full
 forward passes, seeds, policies, stops, context limits and shape buckets."""
 
+import dataclasses
 import functools
 
 import jax
@@ -10,6 +11,7 @@ import pytest
 import scipy.special
 import scipy.stats
 
+from model_service.config import GLOBAL, LOCAL, get_config
 from model_service.next_tokens import sample_rows
 from model_service.quantize import quantize_params
 from model_service.registry import load_model
@@ -21,7 +23,7 @@ from model_service.sampler import (
     step_fn,
 )
 from model_service.sampling import MAX_TOP_K, SamplingParams
-from model_service.transformer import Transformer
+from model_service.transformer import Transformer, init_params, stack_layers
 
 MAX_LENGTH = 64
 
@@ -101,6 +103,61 @@ def test_with_the_workers_float16_cache_it_decodes_as_the_models_own_loop_on_the
         dtype=sampler.dtype,
     )  # fmt: skip
     assert "gemma_studio_decode_attention" in step.as_text()
+
+
+def decode_rows(sampler: Sampler, prompts, settings, steps: int) -> list:
+    """Each row's tokens and log-probs over `steps` steps of one batch."""
+    state = sampler.init_state()
+    rows = []
+    for slot, (prompt, params) in enumerate(zip(prompts, settings, strict=True)):
+        state, token, logprob = sampler.start(
+            state, slot, sampler.prefill(prompt), params
+        )
+        rows.append([(token, logprob)])
+    for _ in range(steps):
+        state, tokens, logprobs = sampler.step(state)
+        for row, pair in zip(rows, zip(tokens, logprobs, strict=False), strict=False):
+            row.append(pair)
+    return rows
+
+
+@pytest.mark.parametrize("quantized", [False, True])
+def test_with_its_layers_stacked_as_the_worker_serves_it_it_decodes_as_unrolled(
+    quantized,
+) -> None:
+    """`stack_layers` makes the model a scan over its layers (the worker's programs
+    hold a block per run of the pattern). Seven layers of the pattern (local, local,
+    global): runs of one and two layers, and a repeat cut short at the end."""
+    config = dataclasses.replace(
+        get_config("tiny"), num_layers=7, attention_pattern=(LOCAL, LOCAL, GLOBAL)
+    )
+    params = init_params(config, seed=3)
+    if quantized:
+        params = quantize_params(params)
+    prompts = [[2, 5, 9, 11, 13, 17, 1, 3], [2, 7], [2, 8, 8, 8, 8, 8]]
+    settings = [SamplingParams(), SamplingParams(temperature=1.0, seed=4)] * 2
+    samplers = [
+        Sampler(config, tree, max_batch=3, max_length=24, cache_dtype=jnp.float16)
+        for tree in (params, stack_layers(params, config))
+    ]
+
+    unrolled, stacked = (decode_rows(s, prompts, settings[:3], 12) for s in samplers)
+
+    for row_unrolled, row_stacked in zip(unrolled, stacked, strict=True):
+        assert [t for t, _ in row_stacked] == [t for t, _ in row_unrolled]
+        assert [p for _, p in row_stacked] == pytest.approx(
+            [p for _, p in row_unrolled], abs=1e-5
+        )
+    # The stacked step holds 3 blocks (the runs of a repeat, and the short repeat's
+    # one), each with its 5 int8 products, and the output projection's.
+    if quantized:
+        products = [
+            step_fn.lower(s.params, s.init_state(), config=config, dtype=s.dtype)
+            .as_text()
+            .count("gemma_studio_int8_matmul")
+            for s in samplers
+        ]
+        assert products == [7 * 5 + 1, 3 * 5 + 1]
 
 
 def test_it_decodes_a_batch_of_prompts_of_different_lengths(model, sampler) -> None:

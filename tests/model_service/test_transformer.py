@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from model_service import layers, modules
-from model_service.cache import init_cache
+from model_service.cache import init_cache, stack_name
 from model_service.config import GLOBAL, LOCAL, get_config
 from model_service.transformer import Transformer, abstract_params
 
@@ -72,9 +72,13 @@ def test_it_returns_float32_logits_over_the_vocabulary(full_logits):
 def test_it_keeps_only_the_window_on_local_layers(config):
     cache = init_cache(config, batch_size=2, length=CACHE)
     assert config.attention_types == (LOCAL, GLOBAL, LOCAL, GLOBAL)
-    assert cache["layer_0"]["k"].shape == (2, 4, config.num_kv_heads, config.head_dim)
-    assert cache["layer_1"]["k"].shape == (2, CACHE, config.num_kv_heads, 8)
-    assert (cache["layer_1"]["positions"] == -1).all()
+    # Each type's layers stacked: 2 layers of 2 rows.
+    heads = (config.num_kv_heads, config.head_dim)
+    local, global_ = cache[stack_name(LOCAL)], cache[stack_name(GLOBAL)]
+    assert local["k"].shape == (2, 2, 4, *heads)
+    assert local["v"].shape == (2, 2, *heads, 4)
+    assert global_["k"].shape == (2, 2, CACHE, *heads)
+    assert (global_["positions"] == -1).all()
 
 
 def test_it_decodes_token_by_token_as_the_full_forward(
@@ -128,13 +132,14 @@ def test_it_prefills_then_decodes_rows_at_different_positions_as_the_full_forwar
 
 def test_it_never_writes_padding_to_the_cache(config, forward, params, tokens):
     out = prefill_with_rows_at_different_positions(config, forward, params, tokens)
-    global_positions = np.asarray(out.cache["layer_1"]["positions"])
+    # layer 0 is local and layer 1 global, the first of each type's stack
+    global_positions = np.asarray(out.cache[stack_name(GLOBAL)]["positions"][0])
     assert global_positions[0].tolist() == list(range(PREFILL)) + [-1] * (
         CACHE - PREFILL
     )
     assert global_positions[1].tolist() == [0, 1, 2, 3] + [-1] * (CACHE - 4)
     # The ring keeps the last window of each row, each at slot position % 4.
-    local_positions = np.asarray(out.cache["layer_0"]["positions"])
+    local_positions = np.asarray(out.cache[stack_name(LOCAL)]["positions"][0])
     assert local_positions[0].tolist() == [4, 5, 6, 3]
     assert local_positions[1].tolist() == [0, 1, 2, 3]
 
