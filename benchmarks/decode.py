@@ -98,7 +98,8 @@ class Ours:
             for rows in (1, job["streams"])
         }
         self.engine = f"ours ({jax.default_backend()}, weights {job['quantize']})"
-        for rows in self.samplers:  # compiles, freeing as the worker's warm-up does
+        # compiles, freeing as the worker's warm-up does, the largest batch first
+        for rows in sorted(self.samplers, reverse=True):
             release_freed_memory()
             self.decode(rows)
         release_freed_memory()

@@ -118,8 +118,20 @@ def put_row(cache: Cache, row: Cache, slot: jax.Array) -> Cache:
 
 
 def take_rows(cache: Cache, sources: jax.Array) -> Cache:
-    """A cache whose row i is row `sources[i]` of `cache`."""
-    return jax.tree.map(lambda rows: jnp.take(rows, sources, axis=BATCH_AXIS), cache)
+    """A cache whose row i is row `sources[i]` of `cache`.
+
+    Row by row: a gather along the batch axis, the second, makes XLA move that axis
+    first, a copy of the whole cache (240 MB more at the worker's peak).
+    """
+
+    def take(stack: jax.Array) -> jax.Array:
+        rows = [
+            jax.lax.dynamic_slice_in_dim(stack, source, 1, BATCH_AXIS)
+            for source in sources
+        ]
+        return jnp.concatenate(rows, axis=BATCH_AXIS)
+
+    return jax.tree.map(take, cache)
 
 
 def visible_positions(
