@@ -11,11 +11,14 @@ once at import:
   temporary directory, stopped when the session ends.
 
 It also gives the session a JAX compilation cache of its own, before anything imports
-JAX.
+JAX, and takes SIGTERM as Ctrl-C: pytest then tears the session down, stopping the
+workers and servers its fixtures started (they run in sessions of their own, so
+nothing else stops them).
 """
 
 import os
 import shutil
+import signal
 import tempfile
 from pathlib import Path
 
@@ -40,7 +43,12 @@ def pytest_load_initial_conftests(early_config: pytest.Config, parser, args):
     # inherit the variable).
     os.environ.setdefault("CACHE_KEY_PREFIX", f"gemma-test-{os.getpid()}")
     share_compiled_programs(early_config)
+    signal.signal(signal.SIGTERM, interrupt)
     return (yield)
+
+
+def interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def share_compiled_programs(config: pytest.Config) -> None:
