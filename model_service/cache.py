@@ -120,8 +120,8 @@ def put_row(cache: Cache, row: Cache, slot: jax.Array) -> Cache:
 def take_rows(cache: Cache, sources: jax.Array) -> Cache:
     """A cache whose row i is row `sources[i]` of `cache`.
 
-    Row by row: a gather along the batch axis, the second, makes XLA move that axis
-    first, a copy of the whole cache (240 MB more at the worker's peak).
+    Row by row: a gather along the batch axis, the second, took about 80 MB more
+    while the worker's batch grew to 8 rows of 4,096 positions.
     """
 
     def take(stack: jax.Array) -> jax.Array:

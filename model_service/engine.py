@@ -91,9 +91,8 @@ class Engine:
         which then compiles on a lower base (`release_freed_memory`).
 
         The batch of `max_batch` rows comes first: its step is the largest program,
-        and compiling one takes memory for a while (about 170 MB for gemma3-270m's
-        8-row step), which on top of what the other programs hold once compiled
-        would set the worker's peak.
+        and compiling a program takes memory for a while, which on top of what the
+        other programs hold once compiled would set the worker's peak.
         """
         release_freed_memory()
         warm_up = SamplingParams(max_new_tokens=2)

@@ -116,13 +116,13 @@ def decode_rows(sampler: Sampler, prompts, settings, steps: int) -> list:
         rows.append([(token, logprob)])
     for _ in range(steps):
         state, tokens, logprobs = sampler.step(state)
-        for row, pair in zip(rows, zip(tokens, logprobs, strict=False), strict=False):
+        for row, pair in zip(rows, zip(tokens, logprobs, strict=True), strict=True):
             row.append(pair)
     return rows
 
 
 @pytest.mark.parametrize("quantized", [False, True])
-def test_with_its_layers_stacked_as_the_worker_serves_it_it_decodes_as_unrolled(
+def test_stacked_as_the_worker_serves_it_the_model_decodes_as_unrolled(
     quantized,
 ) -> None:
     """`stack_layers` makes the model a scan over its layers (the worker's programs
