@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
@@ -109,7 +110,7 @@ class Transformer(nn.Module):
                     attn_type=attn_type,
                     layer=r * len(pattern) + start,
                     index=r * pattern.count(attn_type)
-                    + pattern[:start].count(attn_type),
+                    + kv_cache.stack_index(cfg, start),
                 )
                 if length == 1:
                     carry, _ = run(carry, 0)
@@ -145,12 +146,11 @@ def _apply_block(
 
 def _runs(pattern: Sequence[AttentionType]) -> list[tuple[AttentionType, int, int]]:
     """The runs of consecutive layers of one type: (type, first, length)."""
-    runs = []
-    for i, attn_type in enumerate(pattern):
-        if runs and runs[-1][0] == attn_type:
-            runs[-1] = (attn_type, runs[-1][1], runs[-1][2] + 1)
-        else:
-            runs.append((attn_type, i, 1))
+    runs, first = [], 0
+    for attn_type, run in itertools.groupby(pattern):
+        length = len(list(run))
+        runs.append((attn_type, first, length))
+        first += length
     return runs
 
 

@@ -105,25 +105,9 @@ def test_with_the_workers_float16_cache_it_decodes_as_the_models_own_loop_on_the
     assert "gemma_studio_decode_attention" in step.as_text()
 
 
-def decode_rows(sampler: Sampler, prompts, settings, steps: int) -> list:
-    """Each row's tokens and log-probs over `steps` steps of one batch."""
-    state = sampler.init_state()
-    rows = []
-    for slot, (prompt, params) in enumerate(zip(prompts, settings, strict=True)):
-        state, token, logprob = sampler.start(
-            state, slot, sampler.prefill(prompt), params
-        )
-        rows.append([(token, logprob)])
-    for _ in range(steps):
-        state, tokens, logprobs = sampler.step(state)
-        for row, pair in zip(rows, zip(tokens, logprobs, strict=True), strict=True):
-            row.append(pair)
-    return rows
-
-
 @pytest.mark.parametrize("quantized", [False, True])
 def test_stacked_as_the_worker_serves_it_the_model_decodes_as_unrolled(
-    quantized,
+    model, quantized
 ) -> None:
     """`stack_layers` makes the model a scan over its layers (the worker's programs
     hold a block per run of the pattern). Seven layers of the pattern (local, local,
@@ -135,19 +119,21 @@ def test_stacked_as_the_worker_serves_it_the_model_decodes_as_unrolled(
     if quantized:
         params = quantize_params(params)
     prompts = [[2, 5, 9, 11, 13, 17, 1, 3], [2, 7], [2, 8, 8, 8, 8, 8]]
-    settings = [SamplingParams(), SamplingParams(temperature=1.0, seed=4)] * 2
+    greedy = SamplingParams(max_new_tokens=13)
+    sampled = SamplingParams(max_new_tokens=13, temperature=1.0, seed=4)
     samplers = [
         Sampler(config, tree, max_batch=3, max_length=24, cache_dtype=jnp.float16)
         for tree in (params, stack_layers(params, config))
     ]
 
-    unrolled, stacked = (decode_rows(s, prompts, settings[:3], 12) for s in samplers)
+    unrolled, stacked = (
+        s.generate(prompts, [greedy, sampled, greedy], model.tokenizer)
+        for s in samplers
+    )
 
     for row_unrolled, row_stacked in zip(unrolled, stacked, strict=True):
-        assert [t for t, _ in row_stacked] == [t for t, _ in row_unrolled]
-        assert [p for _, p in row_stacked] == pytest.approx(
-            [p for _, p in row_unrolled], abs=1e-5
-        )
+        assert row_stacked.token_ids == row_unrolled.token_ids
+        assert row_stacked.logprobs == pytest.approx(row_unrolled.logprobs, abs=1e-5)
     # The stacked step holds 3 blocks (the runs of a repeat, and the short repeat's
     # one), each with its 5 int8 products, and the output projection's.
     if quantized:
