@@ -3,8 +3,9 @@
 // needs.
 //
 // y[r, m] = scale[m] * sum_k x[r, k] * w[m, k], for x float32 [R, K], w int8 [M, K]
-// and scale float32 [M] (one layer of stacks [L, M, K] and [L, M]): every int8 product of `model_service.layers`, a decode step's
-// few rows and a prefill pass's many. Each weight byte is read from memory once per
+// and scale float32 [M] (one layer of stacks [L, M, K] and [L, M]): every int8
+// product of `model_service.layers`, a decode step's few rows and a prefill pass's
+// many. Each weight byte is read from memory once per
 // call and converted to float next to its use, so a step reads a quarter of the float
 // bytes; XLA on a CPU either converts the whole weight first or, for one row only,
 // fuses the conversion and recomputes the row's producers for every output.
