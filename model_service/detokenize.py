@@ -16,6 +16,10 @@ from collections.abc import Callable, Sequence
 class StreamingDetokenizer:
     """Turns a stream of token ids into pieces of complete characters.
 
+    NUL (the byte-fallback piece `<0x00>`, which a model may sample) is dropped: no
+    reader sees it, and no PostgreSQL text column holds it, so an answer holding one
+    could not be saved.
+
     Args:
         piece_bytes: the tokenizer's `piece_bytes(id) -> bytes` (b"" for control
             pieces, one byte for a byte-fallback piece).
@@ -29,7 +33,7 @@ class StreamingDetokenizer:
 
     def push(self, token_id: int) -> str:
         """Returns the new complete characters (possibly "") after one more token."""
-        return self.decoder.decode(self.piece_bytes(token_id))
+        return self.decoder.decode(self.piece_bytes(token_id)).replace("\x00", "")
 
     def flush(self) -> str:
         """Ends the stream: an incomplete trailing character is dropped."""

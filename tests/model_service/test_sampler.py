@@ -269,6 +269,22 @@ def test_it_streams_emoji_and_cjk_as_whole_characters(model, text: str) -> None:
     assert not any("\ufffd" in piece for piece in pieces)
 
 
+def test_a_sampled_nul_byte_adds_no_text(model) -> None:
+    # Byte fallback has a piece for NUL; no PostgreSQL text column holds one, and an
+    # answer holding it could not be saved (a campaign's answer job died on one).
+    tokenizer = model.tokenizer
+    nul = tokenizer.encode("\x00")
+    assert [tokenizer.id_to_piece(i) for i in nul] == ["<0x00>"]
+    ids = tokenizer.encode("a") + nul + tokenizer.encode("b")
+    generation = Generation(tokenizer, SamplingParams(max_new_tokens=len(ids)), 1, 99)
+
+    for token in ids:
+        generation.accept(token, 0.0)
+
+    assert generation.text == "ab"
+    assert generation.token_ids == ids
+
+
 def test_it_stops_at_max_new_tokens(model) -> None:
     generation = Generation(model.tokenizer, SamplingParams(max_new_tokens=2), 3, 99)
 

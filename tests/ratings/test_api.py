@@ -216,6 +216,7 @@ def test_a_bad_body_or_token_is_a_400(alice, body, error):
         ({"choice": 3, "rationale": ["a"]}, "rationale must be a string."),
         ({"choice": 3, "rationale": "x" * 5001}, "rationale: Ensure this value"),
         ({"choice": 3, "rationale": "\ud800"}, "The body holds a lone surrogate"),
+        ({"choice": 3, "rationale": "a\x00"}, "The body holds a NUL character"),
         ({"choice": 3, "active_seconds": "9"}, "active_seconds must be a number."),
         ({"choice": 3, "active_seconds": -1}, "active_seconds: Ensure this value"),
     ],

@@ -60,13 +60,15 @@ def test_a_file_with_bad_lines_saves_nothing_and_names_every_one():
         b"{not json",
         {"id": "e", "promt": "typo"},
         b'{"id": "f", "prompt": "\\ud800"}',
+        {"id": "g", "prompt": "a\x00b"},
+        {"id": "h", "prompt": "ok", "tags": ["\x00"]},
     )
     with pytest.raises(BadFile) as bad:
         services.import_prompts("mine", io.BytesIO(data), "p.jsonl")
 
     found = {(e.line, e.field) for e in bad.value.errors}
     assert {(2, "prompt"), (3, "id"), (4, "prompt"), (5, "category"), (6, "")} <= found
-    assert {(7, ""), (8, "promt"), (8, "prompt"), (9, "")} <= found
+    assert {(7, ""), (8, "promt"), (8, "prompt"), (9, ""), (10, ""), (11, "")} <= found
     messages = " ".join(str(e) for e in bad.value.errors)
     for words in ("empty prompt", "duplicate id", "over-long", "bad category"):
         assert words in messages
@@ -172,6 +174,7 @@ def test_a_study_with_bad_lines_saves_nothing_and_names_every_one():
         b'{"prompt_id": "\\ud800"}',
         b"nonsense",
         rating_line(model_a="m" * 151),  # would not fit the answers' model column
+        rating_line(answer_b="a\x00b", rationale="\x00"),  # PostgreSQL refuses NUL
     )
     with pytest.raises(BadFile) as bad:
         import_ratings("study", io.BytesIO(data))
@@ -180,6 +183,7 @@ def test_a_study_with_bad_lines_saves_nothing_and_names_every_one():
     assert {(2, "score"), (3, "left"), (3, "rater"), (4, "model_b")} <= found
     assert {(5, "category"), (6, "prompt_id"), (7, "extra"), (8, ""), (9, "")} <= found
     assert (10, "model_a") in found
+    assert {(11, "answer_b"), (11, "rationale")} <= found
     assert not Campaign.objects.filter(name="study").exists()
     assert not Rating.objects.exists()
 

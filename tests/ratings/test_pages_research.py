@@ -298,6 +298,8 @@ def test_a_bad_answers_file_lists_every_bad_line_and_saves_nothing(
         b'{"prompt_id": "nope", "model": "m", "answer": "x"}\n'
         b"{broken\n"
         b'{"prompt_id": "p1", "model": "", "answer": "x"}\n'
+        b'{"prompt_id": "p1", "model": "m", "answer": "a\\u0000b"}\n'
+        b'{"prompt_id": "p1", "model": "m", "answer": "\\ud800"}\n'
     )
 
     response = researcher_client.post(
@@ -311,9 +313,12 @@ def test_a_bad_answers_file_lists_every_bad_line_and_saves_nothing(
         (2, "prompt_id"),
         (3, ""),
         (4, "model"),
+        (5, ""),
+        (6, ""),
     ]
     html = response.content.decode()
-    assert "3 bad lines; nothing was saved." in html
+    assert "5 bad lines; nothing was saved." in html
+    assert "holds a NUL character" in html and "holds a lone surrogate" in html
     assert "no such prompt in the campaign" in html
     assert not Answer.objects.filter(campaign=campaign, model="m").exists()
 

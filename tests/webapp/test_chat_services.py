@@ -53,6 +53,17 @@ def test_it_rejects_an_empty_message_and_saves_nothing(conversation, text):
     assert not Message.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "text, error", [("a\x00b", "a NUL character"), ("a\ud800b", "a lone surrogate")]
+)
+def test_it_rejects_text_no_database_column_holds(conversation, text, error):
+    # Both arrive over the WebSocket as JSON escapes. PostgreSQL refuses NUL, which
+    # SQLite would store; neither stores a lone surrogate.
+    with pytest.raises(ValidationError, match=error):
+        services.send_message(conversation, text)
+    assert not Message.objects.exists()
+
+
 def test_it_rejects_a_message_over_the_configured_length(conversation, settings):
     settings.CHAT_MAX_MESSAGE_CHARS = 10
     with pytest.raises(ValidationError, match="limit is 10"):

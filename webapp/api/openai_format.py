@@ -19,6 +19,7 @@ from model_service import chat_format
 from model_service.client import GenerationResult
 from model_service.sampling import SamplingParams
 from webapp.core import serving
+from webapp.core.text import has_lone_surrogate, strings
 
 MAX_STOP_STRINGS = 4
 # Seeds become 32-bit sampling keys (`model_service.sampler`): larger ones would
@@ -68,7 +69,11 @@ def parse_request(raw: bytes) -> CompletionRequest:
         raise RequestError("The body is not valid JSON.") from None
     if not isinstance(body, dict):
         raise RequestError("The body must be a JSON object.")
-    _check_unicode(body)
+    if any(map(has_lone_surrogate, strings(body))):
+        raise RequestError(
+            "The body holds a string that is not valid Unicode (a lone "
+            "surrogate escape such as \\ud800)."
+        )
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise RequestError("`model` is required.", "model")
@@ -84,26 +89,6 @@ def parse_request(raw: bytes) -> CompletionRequest:
         stream=_boolean(body, "stream"),
         include_usage=_boolean(stream_options, "include_usage", "stream_options"),
     )
-
-
-def _check_unicode(value: Any) -> None:
-    """JSON may escape lone surrogates (`"\\ud800"`), which no UTF-8 text holds:
-    refused here rather than failing wherever the text is encoded."""
-    if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            raise RequestError(
-                "The body holds a string that is not valid Unicode (a lone "
-                "surrogate escape such as \\ud800)."
-            ) from None
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_unicode(key)
-            _check_unicode(item)
-    elif isinstance(value, list):
-        for item in value:
-            _check_unicode(item)
 
 
 def _object(body: dict, name: str) -> dict:

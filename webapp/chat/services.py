@@ -21,6 +21,7 @@ from django.shortcuts import get_object_or_404
 
 from webapp.chat.answers import cancel_request, submit_answer
 from webapp.chat.models import Conversation, Message
+from webapp.core.text import text_problem
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,8 @@ def _check_text(text: str) -> str:
     text = text.strip()
     if not text:
         raise ValidationError("The message is empty.")
+    if problem := text_problem(text):
+        raise ValidationError(f"The message holds {problem}.")
     limit = max_message_chars()
     if len(text) > limit:
         raise ValidationError(

@@ -23,9 +23,9 @@ from django.views.decorators.csrf import csrf_exempt
 
 from webapp.accounts.roles import is_rater
 from webapp.api.models import ApiKey, hash_key
+from webapp.core.text import unstorable
 from webapp.ratings import queue
 from webapp.ratings.forms import SkipForm, VerdictForm, first_error
-from webapp.ratings.prompt_files import has_lone_surrogates
 from webapp.ratings.shown import shown_task
 
 NOTHING_TO_RATE = "Nothing to rate now. Come back later."
@@ -126,8 +126,8 @@ def json_body(request: HttpRequest) -> dict:
         raise BadInput("The body must be a JSON object.") from None
     if not isinstance(body, dict):
         raise BadInput("The body must be a JSON object.")
-    if has_lone_surrogates(body):
-        raise BadInput("The body holds a lone surrogate escape (such as \\ud800).")
+    if problem := unstorable(body):
+        raise BadInput(f"The body holds {problem}.")
     for field, (types, described) in JSON_TYPES.items():
         value = body.get(field)
         if value is None:

@@ -18,6 +18,8 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
+from webapp.core.text import has_lone_surrogate, unstorable
+
 MAX_PROMPT_CHARS = 20_000
 MAX_ID_CHARS = 100
 CATEGORY_RE = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,49}$")
@@ -134,7 +136,7 @@ def _csv_records(stream: BinaryIO) -> Iterator[tuple[int, Record]]:
     for record in reader:
         line = reader.line_num
         values = [v for v in record.values() if isinstance(v, str)]
-        if any(_has_surrogates(v) for v in values):
+        if any(map(has_lone_surrogate, values)):
             yield line, LineError(line, "", "not UTF-8")
             continue
         if None in record:  # more cells than the header names
@@ -148,14 +150,6 @@ def _csv_records(stream: BinaryIO) -> Iterator[tuple[int, Record]]:
         yield line, {k: v for k, v in record.items() if v not in (None, "")}
 
 
-def _has_surrogates(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
 def _check(
     line: int, record: Record, seen: dict[str, int]
 ) -> tuple[PromptRow | None, list[LineError]]:
@@ -166,8 +160,8 @@ def _check(
         for key in record
         if key not in FIELDS
     ]
-    if has_lone_surrogates(record):
-        return None, [LineError(line, "", "not UTF-8 (a lone surrogate escape)")]
+    if problem := unstorable(record):
+        return None, [LineError(line, "", f"holds {problem}")]
     text = record.get("prompt")
     if not isinstance(text, str) or not text.strip():
         errors.append(LineError(line, "prompt", "empty prompt"))
@@ -214,17 +208,3 @@ def _check(
         ),
         [],
     )
-
-
-def has_lone_surrogates(value: Any) -> bool:
-    """Whether any string in a parsed JSON value holds a lone surrogate (JSON may
-    escape one, `"\\ud800"`; no UTF-8 text, and no PostgreSQL column, holds it)."""
-    if isinstance(value, str):
-        return _has_surrogates(value)
-    if isinstance(value, dict):
-        return any(
-            has_lone_surrogates(k) or has_lone_surrogates(v) for k, v in value.items()
-        )
-    if isinstance(value, list):
-        return any(has_lone_surrogates(item) for item in value)
-    return False

@@ -31,6 +31,7 @@ import orjson
 from django.db import connections, router, transaction
 
 from webapp.core.bulk import bulk_insert, inserting
+from webapp.core.text import NUL
 from webapp.ratings.models import (
     Answer,
     Campaign,
@@ -126,6 +127,12 @@ def _check_line(record: dict[str, Any]) -> list[tuple[str, str]]:
     for key in FLAGS:
         if not isinstance(record.get(key, False), bool):
             errors.append((key, "must be true or false"))
+    # (orjson refuses lone surrogates, the other text no column holds.)
+    errors.extend(
+        (key, f"holds {NUL}")
+        for key, value in record.items()
+        if isinstance(value, str) and "\x00" in value
+    )
     return errors
 
 
