@@ -15,7 +15,8 @@
 // computed in the same order on each (see "int8 products" below), whatever the number
 // of rows, the tile it falls in or the thread that runs it. So a row's result does not
 // depend on the other rows of the batch, and a request gets the same tokens alone or
-// batched, on any of them.
+// batched, on any of them. A second handler takes bfloat16 activations, for the many
+// rows of a prefill pass (see "bfloat16 products"), with the same promises.
 
 // Python.h first, as CPython asks: the library is also the extension module
 // `model_service._cpu_kernels`, which hands the handler to JAX as a capsule.
@@ -172,13 +173,15 @@ constexpr int64_t kLanes = 8;
 // times the weight's scale. So a row's result does not depend on the other rows of the
 // batch, and the paths agree bit for bit.
 
-struct Product {
-  const float* x;
+template <class X>
+struct Products {
+  const X* x;
   const int8_t* w;
   const float* scale;
   float* y;
   int64_t rows, outputs, depth;
 };
+using Product = Products<float>;
 
 // One output from its eight lanes: their sum, the tail of k, the weight's scale.
 float Finish(const Product& p, Lanes lanes, int64_t r, int64_t m) {
@@ -198,6 +201,7 @@ float Finish(const Product& p, Lanes lanes, int64_t r, int64_t m) {
 
 // The build's own vector unit (`Lanes`): AVX2 on x86-64, portable code elsewhere.
 struct Baseline {
+  using Single = Baseline;
   static constexpr int kOuts[5] = {0, 8, 2, 2, 2};
 
   template <int ROWS, int OUTS>
@@ -234,6 +238,7 @@ struct Baseline {
 // outputs' work in the baseline's own order: twice the AVX2 FMA's width. Compiled for
 // AVX-512 by its attribute alone; the build's baseline stays AVX2.
 struct Avx512 {
+  using Single = Baseline;
   static constexpr int kOuts[5] = {0, 8, 8, 8, 8};
 
   template <int ROWS, int OUTS>
@@ -281,20 +286,20 @@ struct Avx512 {
 #endif
 
 // ROWS rows times the outputs [begin, end): the path's widest tiles, then pairs, then
-// single outputs (the baseline's: the same order).
-template <class Path, int ROWS>
-void RowBlock(const Product& p, int64_t r, int64_t begin, int64_t end) {
+// single outputs (`Path::Single`'s: the same order).
+template <class Path, int ROWS, class Work>
+void RowBlock(const Work& p, int64_t r, int64_t begin, int64_t end) {
   constexpr int kOuts = Path::kOuts[ROWS];
   int64_t m = begin;
   for (; m + kOuts <= end; m += kOuts) Path::template Tile<ROWS, kOuts>(p, r, m);
   for (; m + 2 <= end; m += 2) Path::template Tile<ROWS, 2>(p, r, m);
-  for (; m < end; ++m) Baseline::Tile<ROWS, 1>(p, r, m);
+  for (; m < end; ++m) Path::Single::template Tile<ROWS, 1>(p, r, m);
 }
 
 // All rows times the outputs [begin, end), four rows at a time: the range's weights
 // (a chunk, about 64 KB) stay in the CPU's cache while every row block goes over them.
-template <class Path>
-void OutputRange(const Product& p, int64_t begin, int64_t end) {
+template <class Path, class Work>
+void OutputRange(const Work& p, int64_t begin, int64_t end) {
   int64_t r = 0;
   for (; r + 4 <= p.rows; r += 4) RowBlock<Path, 4>(p, r, begin, end);
   switch (p.rows - r) {
@@ -304,9 +309,219 @@ void OutputRange(const Product& p, int64_t begin, int64_t end) {
   }
 }
 
+// bfloat16 products ------------------------------------------------------------------
+//
+// y[r, m] = scale[m] * sum_k x[r, k] * w[m, k] for bfloat16 x (the activations of a
+// prefill pass, rounded by `cpu_kernels.int8_matmul` when asked) and int8 w. Where the
+// CPU has AVX512_BF16, one instruction (vdpbf16ps) does 32 multiply-adds where a float
+// FMA does 16. An int8 weight is exact in bfloat16, and the product of two bfloat16
+// values is exact in float32: only the sums round.
+//
+// The fixed order is vdpbf16ps's own, as Intel defines it (AMD's Zen 4 agreed on 32
+// million sums): 16 lanes, lane i taking from each whole block of 32 values the
+// products at 2i + 1 and then 2i, each by a rounded FMA; lanes i and i + 8 added and
+// those eight summed as `Sum` does; the products past the last whole block one by
+// one; the total times the scale. The instruction takes denormal inputs as zero and
+// flushes denormal sums to zero, as an FMA does in XLA's threads (they run with FTZ
+// and DAZ set): so plain FMAs, the other paths, compute the same bits.
+//
+// Each thread converts its chunk of the weights to bfloat16 once per call (`Panel`)
+// and every row block reads that: converting next to each use, as the float products
+// do, would cost more than the products.
+
+constexpr int64_t kBlock = 32;  // bfloat16 values per vdpbf16ps
+
+using Bf16Product = Products<uint16_t>;
+
+// The outputs [begin, end) of a product, with their weights in bfloat16.
+struct Panel : Bf16Product {
+  const uint16_t* weights;  // [end - begin, depth]
+  int64_t begin;
+
+  const uint16_t* Row(int64_t m) const { return weights + (m - begin) * depth; }
+};
+
+inline float Bf16ToFloat(uint16_t v) {
+  const uint32_t bits = uint32_t(v) << 16;
+  float value;
+  std::memcpy(&value, &bits, sizeof value);
+  return value;
+}
+
+inline uint16_t Int8ToBf16(int8_t v) {
+  const float value = v;  // exact, and so are its upper 16 bits
+  uint32_t bits;
+  std::memcpy(&bits, &value, sizeof bits);
+  return uint16_t(bits >> 16);
+}
+
+// One output from the sum of its lanes: the tail of k, the weight's scale.
+float FinishBf16(const Panel& p, float sum, int64_t r, int64_t m) {
+  const uint16_t *x = p.x + r * p.depth, *w = p.Row(m);
+  for (int64_t k = p.depth - p.depth % kBlock; k < p.depth; ++k)
+    sum = std::fma(Bf16ToFloat(x[k]), Bf16ToFloat(w[k]), sum);
+  return sum * p.scale[m];
+}
+
+// The weights [n] in bfloat16, as the portable code converts them.
+void PanelOf(const int8_t* w, uint16_t* out, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) out[i] = Int8ToBf16(w[i]);
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// Eight pairs of bfloat16 as float lanes: a pair's 32 bits hold the even value in
+// their low half and the odd one in their high half.
+inline void LoadPairs(const uint16_t* p, Lanes& odd, Lanes& even) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(-65536)));
+  even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+#else
+inline void LoadPairs(const uint16_t* p, Lanes& odd, Lanes& even) {
+  for (int i = 0; i < 8; ++i) {
+    odd[i] = Bf16ToFloat(p[2 * i + 1]);
+    even[i] = Bf16ToFloat(p[2 * i]);
+  }
+}
+#endif
+
+// vdpbf16ps's order by FMAs on the build's own vector unit: the 16 lanes as two
+// vectors of eight, for the first and the second half of each block.
+struct BaselineBf16 {
+  using Single = BaselineBf16;
+  static constexpr int kOuts[5] = {0, 2, 2, 2, 2};
+  static constexpr auto ToBf16 = PanelOf;
+
+  template <int ROWS, int OUTS>
+  static void Tile(const Panel& p, int64_t r, int64_t m) {
+    const int64_t body = p.depth - p.depth % kBlock;
+    Lanes acc[ROWS][OUTS][2];
+    for (auto& row : acc)
+      for (auto& out : row) out[0] = out[1] = Zero();
+    const uint16_t* x = p.x + r * p.depth;
+    const uint16_t* w = p.Row(m);
+    for (int64_t k = 0; k < body; k += kBlock) {
+      for (int half = 0; half < 2; ++half) {
+        const int64_t at = k + half * kBlock / 2;
+        Lanes x_odd[ROWS], x_even[ROWS];
+        for (int i = 0; i < ROWS; ++i) LoadPairs(x + i * p.depth + at, x_odd[i], x_even[i]);
+        for (int j = 0; j < OUTS; ++j) {
+          Lanes w_odd, w_even;
+          LoadPairs(w + j * p.depth + at, w_odd, w_even);
+          for (int i = 0; i < ROWS; ++i) {
+            Lanes& a = acc[i][j][half];
+            a = Fma(x_even[i], w_even, Fma(x_odd[i], w_odd, a));
+          }
+        }
+      }
+    }
+    for (int i = 0; i < ROWS; ++i)
+      for (int j = 0; j < OUTS; ++j)
+        p.y[(r + i) * p.outputs + m + j] =
+            FinishBf16(p, Sum(Add(acc[i][j][0], acc[i][j][1])), r + i, m + j);
+  }
+};
+
+#if defined(__AVX2__) && defined(__FMA__)
+
+// The sums of 16 vectors of 16 lanes, each in the order of the other paths (lanes i
+// and i + 8 added, then i and i + 4, i and i + 2, i and i + 1: halves folded onto each
+// other), in one vector: lane 4 * (n % 4) + n / 4 holds vector n's. Three
+// instructions per sum, where folding one vector at a time takes about ten.
+__attribute__((target("avx512f"))) inline __m512 SumSixteen(const __m512 (&v)[16]) {
+  __m512 halves[8], quarters[4], pairs[2];
+  for (int n = 0; n < 8; ++n)  // [v 2n folded to 8 lanes, v 2n+1 folded to 8]
+    halves[n] = _mm512_add_ps(_mm512_shuffle_f32x4(v[2 * n], v[2 * n + 1], 0x44),
+                              _mm512_shuffle_f32x4(v[2 * n], v[2 * n + 1], 0xEE));
+  for (int n = 0; n < 4; ++n)  // 128-bit quarter q: v 4n+q folded to 4 lanes
+    quarters[n] =
+        _mm512_add_ps(_mm512_shuffle_f32x4(halves[2 * n], halves[2 * n + 1], 0x88),
+                      _mm512_shuffle_f32x4(halves[2 * n], halves[2 * n + 1], 0xDD));
+  for (int n = 0; n < 2; ++n)  // quarter q: v 8n+q, then v 8n+4+q, in two lanes each
+    pairs[n] = _mm512_add_ps(_mm512_shuffle_ps(quarters[2 * n], quarters[2 * n + 1], 0x44),
+                             _mm512_shuffle_ps(quarters[2 * n], quarters[2 * n + 1], 0xEE));
+  // quarter q: v q, v 4+q, v 8+q, v 12+q
+  return _mm512_add_ps(_mm512_shuffle_ps(pairs[0], pairs[1], 0x88),
+                       _mm512_shuffle_ps(pairs[0], pairs[1], 0xDD));
+}
+
+// vdpbf16ps itself: a block of 32 values of a row and of a weight per instruction.
+struct Avx512Bf16 {
+  using Single = Avx512Bf16;
+  static constexpr int kOuts[5] = {0, 4, 4, 4, 4};
+
+  __attribute__((target("avx512f,avx512bf16"))) static void ToBf16(const int8_t* w,
+                                                                     uint16_t* out,
+                                                                     int64_t n) {
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+      const __m512 low = _mm512_cvtepi32_ps(
+          _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))));
+      const __m512 high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 16))));
+      _mm512_storeu_si512(out + i, __m512i(_mm512_cvtne2ps_pbh(high, low)));
+    }
+    PanelOf(w + i, out + i, n - i);
+  }
+
+  template <int ROWS, int OUTS>
+  __attribute__((target("avx512f,avx512bf16"))) static void Tile(const Panel& p,
+                                                                  int64_t r, int64_t m) {
+    const int64_t body = p.depth - p.depth % kBlock;
+    __m512 acc[ROWS][OUTS];
+    for (auto& row : acc)
+      for (auto& v : row) v = _mm512_setzero_ps();
+    const uint16_t* x = p.x + r * p.depth;
+    const uint16_t* w = p.Row(m);
+    for (int64_t k = 0; k < body; k += kBlock) {
+      __m512i xv[ROWS];
+      for (int i = 0; i < ROWS; ++i) {
+        xv[i] = _mm512_loadu_si512(x + i * p.depth + k);
+        asm("" : "+v"(xv[i]));  // in a register, as `InRegister` does
+      }
+      for (int j = 0; j < OUTS; ++j) {
+        const __m512i wv = _mm512_loadu_si512(w + j * p.depth + k);
+        for (int i = 0; i < ROWS; ++i)
+          acc[i][j] = _mm512_dpbf16_ps(acc[i][j], __m512bh(xv[i]), __m512bh(wv));
+      }
+    }
+    alignas(64) float sums[ROWS * OUTS];  // sums[OUTS * i + j]: row i, output j
+    if constexpr (ROWS * OUTS == 16) {
+      alignas(64) float folded[16];
+      _mm512_store_ps(folded, SumSixteen(reinterpret_cast<const __m512(&)[16]>(acc)));
+      for (int n = 0; n < 16; ++n) sums[n] = folded[4 * (n % 4) + n / 4];
+    } else {
+      for (int n = 0; n < ROWS * OUTS; ++n) {
+        const __m512 v = acc[n / OUTS][n % OUTS];
+        sums[n] = Sum(_mm256_add_ps(
+            _mm512_castps512_ps256(v),
+            _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))));
+      }
+    }
+    for (int i = 0; i < ROWS; ++i)
+      for (int j = 0; j < OUTS; ++j)
+        p.y[(r + i) * p.outputs + m + j] =
+            FinishBf16(p, sums[OUTS * i + j], r + i, m + j);
+  }
+};
+
+#endif
+
+// The outputs [begin, end) of a bfloat16 product: their weights converted into this
+// thread's panel, then every row over them.
+template <class Path>
+void Bf16OutputRange(const Bf16Product& p, int64_t begin, int64_t end) {
+  thread_local std::vector<uint16_t> weights;
+  const int64_t count = (end - begin) * p.depth;
+  weights.resize(count);
+  Path::ToBf16(p.w + begin * p.depth, weights.data(), count);
+  OutputRange<Path>(Panel{p, weights.data(), begin}, begin, end);
+}
+
 struct Int8Path {
   const char* name;
   void (*run)(const Product&, int64_t begin, int64_t end);
+  void (*run_bf16)(const Bf16Product&, int64_t begin, int64_t end);
   bool supported;  // by this CPU
 };
 
@@ -315,11 +530,16 @@ std::vector<Int8Path> Int8Paths() {
   std::vector<Int8Path> paths;
 #if defined(__AVX2__) && defined(__FMA__)
   __builtin_cpu_init();
+  // An AVX-512 CPU without AVX512_BF16 (before Cooper Lake and Zen 4) emulates it.
+  const bool bf16 = __builtin_cpu_supports("avx512bf16") != 0;
+  paths.push_back({"avx512", OutputRange<Avx512>,
+                   bf16 ? Bf16OutputRange<Avx512Bf16> : Bf16OutputRange<BaselineBf16>,
+                   __builtin_cpu_supports("avx512f") != 0});
   paths.push_back(
-      {"avx512", OutputRange<Avx512>, __builtin_cpu_supports("avx512f") != 0});
-  paths.push_back({"avx2", OutputRange<Baseline>, true});
+      {"avx2", OutputRange<Baseline>, Bf16OutputRange<BaselineBf16>, true});
 #else
-  paths.push_back({"portable", OutputRange<Baseline>, true});
+  paths.push_back(
+      {"portable", OutputRange<Baseline>, Bf16OutputRange<BaselineBf16>, true});
 #endif
   return paths;
 }
@@ -373,9 +593,18 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t items,
 // The outputs go in chunks of about 64 KB of weights, one item each. The weight is
 // layer `layer` of a stack [L, M, K]: a model scanned over its layers keeps each
 // weight stacked, and reads a layer where it lies rather than copying it out.
-ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
-                          ffi::Buffer<ffi::S8> w, ffi::Buffer<ffi::F32> scale,
-                          ffi::Buffer<ffi::S32> layer, ffi::ResultBuffer<ffi::F32> y) {
+void Run(const Int8Path& path, const Product& p, int64_t begin, int64_t end) {
+  path.run(p, begin, end);
+}
+void Run(const Int8Path& path, const Bf16Product& p, int64_t begin, int64_t end) {
+  path.run_bf16(p, begin, end);
+}
+
+// X: float32 activations, or bfloat16 ones (`Bf16Product`).
+template <ffi::DataType X>
+ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<X> x, ffi::Buffer<ffi::S8> w,
+                          ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::S32> layer,
+                          ffi::ResultBuffer<ffi::F32> y) {
   auto xd = x.dimensions(), wd = w.dimensions();
   if (xd.size() != 2 || wd.size() != 3 || xd[1] != wd[2] ||
       scale.element_count() != size_t(wd[0] * wd[1]) || layer.element_count() != 1) {
@@ -391,17 +620,17 @@ ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
     return ffi::Error::InvalidArgument(
         "GEMMA_STUDIO_INT8_PATH names no int8 path this CPU runs");
   }
-  const Product product = {x.typed_data(),
-                           w.typed_data() + l * outputs * depth,
-                           scale.typed_data() + l * outputs,
-                           y->typed_data(),
-                           xd[0],
-                           outputs,
-                           depth};
+  const Products<ffi::NativeType<X>> product = {x.typed_data(),
+                                                w.typed_data() + l * outputs * depth,
+                                                scale.typed_data() + l * outputs,
+                                                y->typed_data(),
+                                                xd[0],
+                                                outputs,
+                                                depth};
   int64_t chunk = std::max<int64_t>(8, (int64_t(1) << 16) / std::max<int64_t>(depth, 1));
   chunk += (-chunk) & 7;  // a multiple of the widest tile
   ParallelFor(pool, (outputs + chunk - 1) / chunk, [&](int64_t c) {
-    path->run(product, c * chunk, std::min(c * chunk + chunk, outputs));
+    Run(*path, product, c * chunk, std::min(c * chunk + chunk, outputs));
   });
   return ffi::Error::Success();
 }
@@ -666,14 +895,23 @@ ffi::Error DecodeAttentionImpl(
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(Int8Matmul, Int8MatmulImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S8>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::S32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>());
+namespace {
+template <ffi::DataType X>
+auto BindInt8Matmul() {
+  return ffi::Ffi::Bind()
+      .Ctx<ffi::ThreadPool>()
+      .Arg<ffi::Buffer<X>>()
+      .template Arg<ffi::Buffer<ffi::S8>>()
+      .template Arg<ffi::Buffer<ffi::F32>>()
+      .template Arg<ffi::Buffer<ffi::S32>>()
+      .template Ret<ffi::Buffer<ffi::F32>>();
+}
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Int8Matmul, Int8MatmulImpl<ffi::F32>,
+                              BindInt8Matmul<ffi::F32>());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(Int8MatmulBf16, Int8MatmulImpl<ffi::BF16>,
+                              BindInt8Matmul<ffi::BF16>());
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DecodeAttention, DecodeAttentionImpl,
                               ffi::Ffi::Bind()
@@ -711,8 +949,10 @@ PyObject* Int8PathName(PyObject*, PyObject*) {
 
 PyObject* Handlers(PyObject*, PyObject*) {
   return Py_BuildValue(
-      "{s:N,s:N,s:N}", "int8_matmul",
+      "{s:N,s:N,s:N,s:N}", "int8_matmul",
       PyCapsule_New(reinterpret_cast<void*>(Int8Matmul), nullptr, nullptr),
+      "int8_matmul_bf16",
+      PyCapsule_New(reinterpret_cast<void*>(Int8MatmulBf16), nullptr, nullptr),
       "logit_stats",
       PyCapsule_New(reinterpret_cast<void*>(LogitStats), nullptr, nullptr),
       "decode_attention",

@@ -56,16 +56,28 @@ def _quantized_einsum(
     kept_shape = weight.shape[: len(kept)]
     depth = math.prod(weight.shape[len(kept) :])
     values = stack.values.reshape(-1, math.prod(kept_shape), depth)  # [L, M, K]
-    y = _int8_matmul(rows.reshape(-1, values.shape[-1]), values, stack.scale, layer)
+    y = _int8_matmul(
+        rows.reshape(-1, values.shape[-1]),
+        values,
+        stack.scale,
+        layer,
+        bfloat16=stack.bfloat16_products,
+    )
     y = y.reshape(*rest_shape, *kept_shape)
     return jnp.einsum(f"{rest}{kept}->{out}", y).astype(x.dtype)
 
 
 def _int8_matmul(
-    x: jax.Array, values: jax.Array, scale: jax.Array, layer: jax.Array | int
+    x: jax.Array,
+    values: jax.Array,
+    scale: jax.Array,
+    layer: jax.Array | int,
+    *,
+    bfloat16: bool,
 ) -> jax.Array:
     """x [R, K] (float) times int8 values [M, K] transposed (layer `layer` of a stack
-    [L, M, K]), column m times scale[m].
+    [L, M, K]), column m times scale[m]; with `bfloat16`, x rounded to bfloat16 first
+    (a prefill pass's: `quantize.with_bfloat16_products`).
 
     Only the weights are int8; the activations stay float. The C++ kernel reads each
     weight byte once and converts it next to its use, and computes every row the same
@@ -78,7 +90,9 @@ def _int8_matmul(
     Q8_0) 94.3 % where the bar is 95 %, and a row's last-bit differences between batch
     shapes (XLA's own operations) then flip roundings and so greedy tokens.
     """
-    return cpu_kernels.int8_matmul(x, values, scale, layer).astype(x.dtype)
+    return cpu_kernels.int8_matmul(x, values, scale, layer, bfloat16=bfloat16).astype(
+        x.dtype
+    )
 
 
 def embedding_lookup(table: jax.Array, tokens: jax.Array) -> jax.Array:

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import ml_dtypes
 import numpy as np
 import pytest
 
@@ -15,8 +16,8 @@ from model_service.cpu_kernels import (
 )
 
 # (rows, outputs, depth): odd sizes leave tails in every direction the kernel tiles
-# (rows by four, outputs by eight, four, two and one, depth by 16); 5000 x 640 is
-# split between threads.
+# (rows by four, outputs by eight, four, two and one, depth by 8 and, for bfloat16
+# activations, by 32); 5000 x 640 is split between threads.
 SHAPES = [
     (1, 8, 16),
     (3, 7, 13),
@@ -36,28 +37,43 @@ def operands(rows: int, outputs: int, depth: int, seed: int = 0):
     return x, values, scale
 
 
+# The activations as the kernel takes them: float32, or rounded to bfloat16.
+ACTIVATIONS = {"float32": False, "bfloat16": True}
+
+
+@pytest.mark.parametrize("activations", ACTIVATIONS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_it_multiplies_by_the_scaled_int8_weight(shape) -> None:
+def test_it_multiplies_by_the_scaled_int8_weight(shape, activations) -> None:
     x, values, scale = operands(*shape)
+    bfloat16 = ACTIVATIONS[activations]
 
-    y = np.asarray(jax.jit(int8_matmul)(x, values, scale))
+    y = np.asarray(
+        jax.jit(int8_matmul, static_argnames="bfloat16")(
+            x, values, scale, bfloat16=bfloat16
+        )
+    )
 
-    expected = (x.astype(np.float64) @ values.T.astype(np.float64)) * scale
+    taken = x.astype(ml_dtypes.bfloat16) if bfloat16 else x
+    expected = (taken.astype(np.float64) @ values.T.astype(np.float64)) * scale
     assert y.shape == expected.shape and y.dtype == np.float32
     np.testing.assert_allclose(
         y, expected, rtol=1e-5, atol=1e-5 * np.abs(expected).max()
     )
 
 
+@pytest.mark.parametrize("activations", ACTIVATIONS)
 @pytest.mark.parametrize("shape", SHAPES)
-def test_each_row_comes_out_as_it_does_alone(shape) -> None:
+def test_each_row_comes_out_as_it_does_alone(shape, activations) -> None:
     """Bit for bit: a request's tokens must not depend on the rows beside it."""
     x, values, scale = operands(*shape, seed=1)
+    bfloat16 = ACTIVATIONS[activations]
 
-    together = np.asarray(int8_matmul(x, values, scale))
+    together = np.asarray(int8_matmul(x, values, scale, bfloat16=bfloat16))
 
     for row in range(x.shape[0]):
-        alone = np.asarray(int8_matmul(x[row : row + 1], values, scale))
+        alone = np.asarray(
+            int8_matmul(x[row : row + 1], values, scale, bfloat16=bfloat16)
+        )
         np.testing.assert_array_equal(together[row : row + 1], alone)
 
 
@@ -65,21 +81,41 @@ def test_it_takes_the_fastest_path_this_cpu_runs() -> None:
     assert int8_path() in INT8_PATHS
 
 
-def test_every_path_this_cpu_runs_gives_the_same_bits(monkeypatch) -> None:
+@pytest.mark.parametrize("activations", ACTIVATIONS)
+def test_every_path_this_cpu_runs_gives_the_same_bits(monkeypatch, activations) -> None:
     """Hosts differ (AVX-512 here, AVX2 on many), tokens must not: each path this
     CPU runs, forced by the environment, on every shape."""
+    bfloat16 = ACTIVATIONS[activations]
     results = {}
     for path in INT8_PATHS:
         monkeypatch.setenv(INT8_PATH_VARIABLE, path)
         if int8_path() == path:
-            results[path] = [
-                np.asarray(int8_matmul(*operands(*shape, seed=2))) for shape in SHAPES
-            ]
+            results[path] = []
+            for shape in SHAPES:
+                y = int8_matmul(*operands(*shape, seed=2), bfloat16=bfloat16)
+                results[path].append(np.asarray(y))
 
     first, *others = results.values()  # the build's own path at least
     for other in others:
         for a, b in zip(first, other, strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_bfloat16_products_flush_denormals_on_every_path(monkeypatch) -> None:
+    """AVX512_BF16's instruction takes denormal inputs as zero and flushes denormal
+    sums to zero; the other paths' FMAs must too (XLA's threads set FTZ and DAZ), or
+    the paths would differ: a denormal activation, and 2^-120 - 2^-120 * 127/128 =
+    2^-127, a denormal sum of two normal products."""
+    x = np.zeros((2, 32), np.float32)
+    x[0, 0] = 1e-39
+    x[1, :2] = -(2.0**-120) * 127 / 128, 2.0**-120  # lane 0 adds k = 1, then k = 0
+    values, scale = np.ones((8, 32), np.int8), np.ones(8, np.float32)
+
+    for path in INT8_PATHS:
+        monkeypatch.setenv(INT8_PATH_VARIABLE, path)
+        if int8_path() == path:
+            y = int8_matmul(x, values, scale, bfloat16=True)
+            np.testing.assert_array_equal(y, np.zeros((2, 8), np.float32))
 
 
 def test_it_refuses_a_path_this_cpu_does_not_run(monkeypatch) -> None:
@@ -100,18 +136,21 @@ def test_it_refuses_operands_that_do_not_fit() -> None:
         jax.block_until_ready(int8_matmul(x, values, jnp.ones(7)))
 
 
-def test_it_reads_a_layer_of_a_stack_as_that_weight_alone() -> None:
+@pytest.mark.parametrize("activations", ACTIVATIONS)
+def test_it_reads_a_layer_of_a_stack_as_that_weight_alone(activations) -> None:
     """A model scanned over its layers hands the whole stack and a traced index."""
-    x, _, _ = operands(3, 40, 24, seed=3)
-    stack = [operands(3, 40, 24, seed=4 + layer)[1:] for layer in range(3)]
-    values = np.stack([v for v, _ in stack])  # [3, 40, 24]
+    bfloat16 = ACTIVATIONS[activations]
+    x, _, _ = operands(3, 40, 72, seed=3)
+    stack = [operands(3, 40, 72, seed=4 + layer)[1:] for layer in range(3)]
+    values = np.stack([v for v, _ in stack])  # [3, 40, 72]
     scales = np.stack([s for _, s in stack])  # [3, 40]
+    product = jax.jit(int8_matmul, static_argnames="bfloat16")
 
     for layer, (v, s) in enumerate(stack):
-        from_stack = jax.jit(int8_matmul)(x, values, scales, layer)
-        np.testing.assert_array_equal(from_stack, int8_matmul(x, v, s))
+        from_stack = product(x, values, scales, layer, bfloat16=bfloat16)
+        np.testing.assert_array_equal(from_stack, product(x, v, s, bfloat16=bfloat16))
     with pytest.raises(Exception, match="the layer is outside the stack"):
-        jax.block_until_ready(int8_matmul(x, values, scales, 3))
+        jax.block_until_ready(product(x, values, scales, 3, bfloat16=bfloat16))
 
 
 # (rows, vocab): the kernel cuts rows in stretches of 16384 values and each stretch in
