@@ -31,6 +31,7 @@
 #include <functional>
 #include <memory>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -49,6 +50,7 @@ using Lanes = __m256;
 
 inline Lanes Zero() { return _mm256_setzero_ps(); }
 inline Lanes LoadX(const float* p) { return _mm256_loadu_ps(p); }
+inline void Store(float* p, Lanes v) { _mm256_storeu_ps(p, v); }
 // Eight IEEE half-precision values (a float16 KV cache), as floats (F16C).
 inline Lanes LoadX(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
@@ -106,6 +108,7 @@ inline Lanes LoadX(const float* p) {
   __builtin_memcpy(&v, p, sizeof v);
   return v;
 }
+inline void Store(float* p, Lanes v) { __builtin_memcpy(p, &v, sizeof v); }
 // An IEEE half-precision value (a float16 KV cache) as a float, exactly.
 inline float AsFloat(uint16_t half) {
   uint32_t sign = uint32_t(half & 0x8000) << 16, exponent = (half >> 10) & 0x1f,
@@ -325,20 +328,31 @@ void OutputRange(const Work& p, int64_t begin, int64_t end) {
 // flushes denormal sums to zero, as an FMA does in XLA's threads (they run with FTZ
 // and DAZ set): so plain FMAs, the other paths, compute the same bits.
 //
-// Each thread converts its chunk of the weights to bfloat16 once per call (`Panel`)
-// and every row block reads that: converting next to each use, as the float products
-// do, would cost more than the products.
+// vdpbf16ps reads the weights of each thread's chunk in bfloat16, converted once per
+// call into a panel that every row block then reads: converting next to each use would
+// cost more than the products. The emulation splits the activations' pairs once per
+// row block instead, and the weights' next to their use, as the float products do.
 
 constexpr int64_t kBlock = 32;  // bfloat16 values per vdpbf16ps
 
 using Bf16Product = Products<uint16_t>;
 
-// The outputs [begin, end) of a product, with their weights in bfloat16.
-struct Panel : Bf16Product {
-  const uint16_t* weights;  // [end - begin, depth]
-  int64_t begin;
+// A row block's activations as the emulation reads them: of each half block (16
+// values), the eight odd values as floats, then the eight even ones.
+struct SplitRows {
+  int64_t first = -1, rows = 0;
+  std::vector<float> values;  // [rows, depth]
+};
 
-  const uint16_t* Row(int64_t m) const { return weights + (m - begin) * depth; }
+// The outputs [begin, end) of a product, their weights as the path reads them (`W`:
+// bfloat16 in a panel, or the int8 weights themselves), `depth` apart.
+template <class W>
+struct Panel : Bf16Product {
+  const W* weights;
+  int64_t begin;
+  SplitRows* split;  // the emulation's
+
+  const W* Row(int64_t m) const { return weights + (m - begin) * depth; }
 };
 
 inline float Bf16ToFloat(uint16_t v) {
@@ -348,33 +362,29 @@ inline float Bf16ToFloat(uint16_t v) {
   return value;
 }
 
-inline uint16_t Int8ToBf16(int8_t v) {
-  const float value = v;  // exact, and so are its upper 16 bits
-  uint32_t bits;
-  std::memcpy(&bits, &value, sizeof bits);
-  return uint16_t(bits >> 16);
-}
-
 // One output from the sum of its lanes: the tail of k, the weight's scale.
-float FinishBf16(const Panel& p, float sum, int64_t r, int64_t m) {
-  const uint16_t *x = p.x + r * p.depth, *w = p.Row(m);
+float FinishBf16(const Bf16Product& p, float sum, int64_t r, int64_t m) {
+  const uint16_t* x = p.x + r * p.depth;
+  const int8_t* w = p.w + m * p.depth;
   for (int64_t k = p.depth - p.depth % kBlock; k < p.depth; ++k)
-    sum = std::fma(Bf16ToFloat(x[k]), Bf16ToFloat(w[k]), sum);
+    sum = std::fma(Bf16ToFloat(x[k]), float(w[k]), sum);
   return sum * p.scale[m];
 }
 
-// The weights [n] in bfloat16, as the portable code converts them.
-void PanelOf(const int8_t* w, uint16_t* out, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) out[i] = Int8ToBf16(w[i]);
-}
-
+// Eight pairs, as float lanes: their odd values and their even ones.
 #if defined(__AVX2__) && defined(__FMA__)
-// Eight pairs of bfloat16 as float lanes: a pair's 32 bits hold the even value in
-// their low half and the odd one in their high half.
 inline void LoadPairs(const uint16_t* p, Lanes& odd, Lanes& even) {
+  // A pair of bfloat16 is a float's upper half (odd) and lower half (even).
   const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
   odd = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32(-65536)));
   even = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+}
+inline void LoadPairs(const int8_t* p, Lanes& odd, Lanes& even) {
+  // As 16-bit integers, a pair is a 32-bit one's upper half (odd) and lower half.
+  const __m256i v =
+      _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  odd = _mm256_cvtepi32_ps(_mm256_srai_epi32(v, 16));
+  even = _mm256_cvtepi32_ps(_mm256_srai_epi32(_mm256_slli_epi32(v, 16), 16));
 }
 #else
 inline void LoadPairs(const uint16_t* p, Lanes& odd, Lanes& even) {
@@ -383,42 +393,70 @@ inline void LoadPairs(const uint16_t* p, Lanes& odd, Lanes& even) {
     even[i] = Bf16ToFloat(p[2 * i]);
   }
 }
+inline void LoadPairs(const int8_t* p, Lanes& odd, Lanes& even) {
+  for (int i = 0; i < 8; ++i) {
+    odd[i] = p[2 * i + 1];
+    even[i] = p[2 * i];
+  }
+}
 #endif
 
 // vdpbf16ps's order by FMAs on the build's own vector unit: the 16 lanes as two
-// vectors of eight, for the first and the second half of each block.
+// vectors of eight, one for the first half of each block and one for the second. A
+// lane sees only its own values, so each half goes over all the blocks in turn.
 struct BaselineBf16 {
   using Single = BaselineBf16;
+  using Weight = int8_t;
   static constexpr int kOuts[5] = {0, 2, 2, 2, 2};
-  static constexpr auto ToBf16 = PanelOf;
+
+  // The row block's activations split (`SplitRows`), once for all its weight tiles.
+  static const float* Split(const Panel<int8_t>& p, int64_t r, int rows) {
+    SplitRows& split = *p.split;
+    if (split.first != r || split.rows != rows) {
+      split.first = r;
+      split.rows = rows;
+      split.values.resize(rows * p.depth);
+      const int64_t body = p.depth - p.depth % kBlock;
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t k = 0; k < body; k += kBlock / 2) {
+          Lanes odd, even;
+          LoadPairs(p.x + (r + i) * p.depth + k, odd, even);
+          Store(split.values.data() + i * p.depth + k, odd);
+          Store(split.values.data() + i * p.depth + k + 8, even);
+        }
+      }
+    }
+    return split.values.data();
+  }
 
   template <int ROWS, int OUTS>
-  static void Tile(const Panel& p, int64_t r, int64_t m) {
+  static void Tile(const Panel<int8_t>& p, int64_t r, int64_t m) {
     const int64_t body = p.depth - p.depth % kBlock;
-    Lanes acc[ROWS][OUTS][2];
-    for (auto& row : acc)
-      for (auto& out : row) out[0] = out[1] = Zero();
-    const uint16_t* x = p.x + r * p.depth;
-    const uint16_t* w = p.Row(m);
-    for (int64_t k = 0; k < body; k += kBlock) {
-      for (int half = 0; half < 2; ++half) {
-        const int64_t at = k + half * kBlock / 2;
-        Lanes x_odd[ROWS], x_even[ROWS];
-        for (int i = 0; i < ROWS; ++i) LoadPairs(x + i * p.depth + at, x_odd[i], x_even[i]);
+    const float* x = Split(p, r, ROWS);
+    const int8_t* w = p.Row(m);
+    Lanes halves[2][ROWS][OUTS];
+    for (int half = 0; half < 2; ++half) {
+      Lanes acc[ROWS][OUTS];
+      for (auto& row : acc)
+        for (auto& v : row) v = Zero();
+      for (int64_t k = half * kBlock / 2; k < body; k += kBlock) {
         for (int j = 0; j < OUTS; ++j) {
           Lanes w_odd, w_even;
-          LoadPairs(w + j * p.depth + at, w_odd, w_even);
+          LoadPairs(w + j * p.depth + k, w_odd, w_even);
           for (int i = 0; i < ROWS; ++i) {
-            Lanes& a = acc[i][j][half];
-            a = Fma(x_even[i], w_even, Fma(x_odd[i], w_odd, a));
+            const float* pairs = x + i * p.depth + k;
+            acc[i][j] =
+                Fma(LoadX(pairs + 8), w_even, Fma(LoadX(pairs), w_odd, acc[i][j]));
           }
         }
       }
+      for (int i = 0; i < ROWS; ++i)
+        for (int j = 0; j < OUTS; ++j) halves[half][i][j] = acc[i][j];
     }
     for (int i = 0; i < ROWS; ++i)
       for (int j = 0; j < OUTS; ++j)
         p.y[(r + i) * p.outputs + m + j] =
-            FinishBf16(p, Sum(Add(acc[i][j][0], acc[i][j][1])), r + i, m + j);
+            FinishBf16(p, Sum(Add(halves[0][i][j], halves[1][i][j])), r + i, m + j);
   }
 };
 
@@ -448,24 +486,33 @@ __attribute__((target("avx512f"))) inline __m512 SumSixteen(const __m512 (&v)[16
 // vdpbf16ps itself: a block of 32 values of a row and of a weight per instruction.
 struct Avx512Bf16 {
   using Single = Avx512Bf16;
+  using Weight = uint16_t;
   static constexpr int kOuts[5] = {0, 4, 4, 4, 4};
 
-  __attribute__((target("avx512f,avx512bf16"))) static void ToBf16(const int8_t* w,
-                                                                     uint16_t* out,
-                                                                     int64_t n) {
+  // The weights in bfloat16 (exact: small integers), tails included.
+  __attribute__((target("avx512f,avx512bf16"))) static void Convert(const int8_t* w,
+                                                                      uint16_t* panel,
+                                                                      int64_t outputs,
+                                                                      int64_t depth) {
+    const int64_t n = outputs * depth;
     int64_t i = 0;
     for (; i + 32 <= n; i += 32) {
       const __m512 low = _mm512_cvtepi32_ps(
           _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i))));
       const __m512 high = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(
           _mm_loadu_si128(reinterpret_cast<const __m128i*>(w + i + 16))));
-      _mm512_storeu_si512(out + i, __m512i(_mm512_cvtne2ps_pbh(high, low)));
+      _mm512_storeu_si512(panel + i, __m512i(_mm512_cvtne2ps_pbh(high, low)));
     }
-    PanelOf(w + i, out + i, n - i);
+    for (; i < n; ++i) {
+      const float value = w[i];
+      uint32_t bits;
+      std::memcpy(&bits, &value, sizeof bits);
+      panel[i] = uint16_t(bits >> 16);
+    }
   }
 
   template <int ROWS, int OUTS>
-  __attribute__((target("avx512f,avx512bf16"))) static void Tile(const Panel& p,
+  __attribute__((target("avx512f,avx512bf16"))) static void Tile(const Panel<uint16_t>& p,
                                                                   int64_t r, int64_t m) {
     const int64_t body = p.depth - p.depth % kBlock;
     __m512 acc[ROWS][OUTS];
@@ -507,15 +554,19 @@ struct Avx512Bf16 {
 
 #endif
 
-// The outputs [begin, end) of a bfloat16 product: their weights converted into this
-// thread's panel, then every row over them.
+// The outputs [begin, end) of a bfloat16 product: every row over their weights, as
+// the path reads them.
 template <class Path>
 void Bf16OutputRange(const Bf16Product& p, int64_t begin, int64_t end) {
-  thread_local std::vector<uint16_t> weights;
-  const int64_t count = (end - begin) * p.depth;
-  weights.resize(count);
-  Path::ToBf16(p.w + begin * p.depth, weights.data(), count);
-  OutputRange<Path>(Panel{p, weights.data(), begin}, begin, end);
+  SplitRows split;
+  if constexpr (std::is_same_v<typename Path::Weight, int8_t>) {
+    OutputRange<Path>(Panel<int8_t>{p, p.w + begin * p.depth, begin, &split}, begin, end);
+  } else {
+    thread_local std::vector<typename Path::Weight> weights;
+    weights.resize((end - begin) * p.depth);
+    Path::Convert(p.w + begin * p.depth, weights.data(), end - begin, p.depth);
+    OutputRange<Path>(Panel<uint16_t>{p, weights.data(), begin, &split}, begin, end);
+  }
 }
 
 struct Int8Path {
@@ -523,6 +574,7 @@ struct Int8Path {
   void (*run)(const Product&, int64_t begin, int64_t end);
   void (*run_bf16)(const Bf16Product&, int64_t begin, int64_t end);
   bool supported;  // by this CPU
+  bool bf16_native;  // run_bf16 is vdpbf16ps, not its emulation
 };
 
 // The paths this build has, fastest first.
@@ -534,12 +586,12 @@ std::vector<Int8Path> Int8Paths() {
   const bool bf16 = __builtin_cpu_supports("avx512bf16") != 0;
   paths.push_back({"avx512", OutputRange<Avx512>,
                    bf16 ? Bf16OutputRange<Avx512Bf16> : Bf16OutputRange<BaselineBf16>,
-                   __builtin_cpu_supports("avx512f") != 0});
+                   __builtin_cpu_supports("avx512f") != 0, bf16});
   paths.push_back(
-      {"avx2", OutputRange<Baseline>, Bf16OutputRange<BaselineBf16>, true});
+      {"avx2", OutputRange<Baseline>, Bf16OutputRange<BaselineBf16>, true, false});
 #else
   paths.push_back(
-      {"portable", OutputRange<Baseline>, Bf16OutputRange<BaselineBf16>, true});
+      {"portable", OutputRange<Baseline>, Bf16OutputRange<BaselineBf16>, true, false});
 #endif
   return paths;
 }
@@ -947,6 +999,12 @@ PyObject* Int8PathName(PyObject*, PyObject*) {
   return PyUnicode_FromString(path->name);
 }
 
+// Whether that path multiplies bfloat16 natively (False for none).
+PyObject* Bf16Native(PyObject*, PyObject*) {
+  const Int8Path* path = ChooseInt8Path();
+  return PyBool_FromLong(path != nullptr && path->bf16_native);
+}
+
 PyObject* Handlers(PyObject*, PyObject*) {
   return Py_BuildValue(
       "{s:N,s:N,s:N,s:N}", "int8_matmul",
@@ -962,6 +1020,8 @@ PyObject* Handlers(PyObject*, PyObject*) {
 PyMethodDef kMethods[] = {
     {"handlers", Handlers, METH_NOARGS, "The XLA FFI handlers, by name."},
     {"int8_path", Int8PathName, METH_NOARGS, "The int8 products' path, by name."},
+    {"bf16_native", Bf16Native, METH_NOARGS,
+     "Whether that path multiplies bfloat16 natively."},
     {nullptr, nullptr, 0, nullptr}};
 
 PyModuleDef kModule = {PyModuleDef_HEAD_INIT, "_cpu_kernels",

@@ -62,6 +62,13 @@ def int8_path() -> str | None:
     return _extension().int8_path()
 
 
+def bfloat16_native() -> bool:
+    """Whether `int8_matmul(..., bfloat16=True)` runs the CPU's own bfloat16 dot
+    products on the path it takes now (AVX512_BF16), rather than their emulation by
+    float FMAs (the same bits, slower than float32 products)."""
+    return _extension().bf16_native()
+
+
 def int8_matmul(
     x: jax.Array,
     values: jax.Array,

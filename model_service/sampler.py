@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -57,6 +58,9 @@ DEFAULT_MAX_LENGTH = 4096
 # step than its LLVM IR emitters, which set the generation worker's peak memory, for
 # the same speed. Prefill's passes keep the MLIR emitters: 5 % faster with them.
 DECODE_COMPILER_OPTIONS = {"xla_cpu_use_fusion_emitters": False}
+# Sets how prefill passes' int8 products take their activations: "bfloat16" or
+# "float32" (`bfloat16_prefill`).
+PREFILL_PRODUCTS_VARIABLE = "GEMMA_STUDIO_PREFILL_PRODUCTS"
 
 
 class ContextTooLong(ValueError):
@@ -66,6 +70,29 @@ class ContextTooLong(ValueError):
 def default_dtype() -> jnp.dtype:
     """fp32 on CPU (XLA's bf16 matmuls are slow there), bf16 on accelerators."""
     return jnp.float32 if jax.default_backend() == "cpu" else jnp.bfloat16
+
+
+def bfloat16_prefill() -> bool:
+    """Whether prefill passes multiply int8 weights by bfloat16 activations.
+
+    Where the CPU has AVX512_BF16 a product then does twice the multiply-adds per
+    instruction (`cpu_kernels.int8_matmul`): the 200-token prompt of
+    `benchmarks/decode.py` prefills at 1.12-1.14 times llama.cpp's speed instead of
+    0.73-0.98, at the same agreement with HF transformers (`test_parity.py`). Elsewhere
+    the kernel's exact emulation is slower than float32 products (0.75 times llama.cpp
+    instead of 1.10 on an AVX2 host), so float32 is the default there. Hosts of the two
+    kinds then compute a prompt's logits last bits apart, and so now and then other
+    tokens for a seed; a fleet that must give the same tokens on every host sets one
+    kind for all with `PREFILL_PRODUCTS_VARIABLE`. Decode steps are float32 always.
+    """
+    chosen = os.environ.get(PREFILL_PRODUCTS_VARIABLE, "")
+    if chosen not in ("", "bfloat16", "float32"):
+        raise ValueError(
+            f"{PREFILL_PRODUCTS_VARIABLE} is bfloat16 or float32, not {chosen!r}"
+        )
+    if chosen:
+        return chosen == "bfloat16"
+    return jax.default_backend() == "cpu" and cpu_kernels.bfloat16_native()
 
 
 def serving_cache_dtype() -> jnp.dtype:
@@ -156,6 +183,10 @@ class Sampler:
         # Weights are read at every step: keep them in the activations' dtype (bf16
         # on accelerators) rather than cast them on every read.
         self.params = jax.tree.map(self._in_dtype, params)
+        # The same weights, as prefill passes multiply them (`bfloat16_prefill`).
+        self.prefill_params = (
+            with_bfloat16_products(self.params) if bfloat16_prefill() else self.params
+        )
         self.max_batch = max_batch
         self.max_length = max_length or min(config.max_seq_len, DEFAULT_MAX_LENGTH)
 
@@ -227,7 +258,7 @@ class Sampler:
             positions = np.full((1, size), -1, np.int32)
             positions[0, : len(chunk)] = np.arange(start, start + len(chunk))
             cache, hidden = prefill_fn(
-                self.params,
+                self.prefill_params,
                 cache,
                 tokens,
                 positions,
@@ -361,14 +392,9 @@ def prefill_fn(
     dtype: jnp.dtype,
 ) -> tuple[kv_cache.Cache, jax.Array]:
     """One prefill pass: the cache with these tokens in it, and the last one's hidden
-    state (XLA drops the unused [T, vocab] logits).
-
-    Its int8 products take bfloat16 activations (`with_bfloat16_products`): its many
-    rows run about twice the multiply-adds per instruction where the CPU has
-    AVX512_BF16, at the same agreement with HF transformers. Decode steps keep float32.
-    """
+    state (XLA drops the unused [T, vocab] logits)."""
     out = Transformer(config=config, dtype=dtype).apply(
-        {"params": with_bfloat16_products(params)}, tokens, positions, cache
+        {"params": params}, tokens, positions, cache
     )
     return out.cache, jax.lax.dynamic_index_in_dim(out.hidden[0], last, keepdims=False)
 

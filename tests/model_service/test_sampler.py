@@ -12,13 +12,16 @@ import scipy.special
 import scipy.stats
 
 from model_service.config import GLOBAL, LOCAL, get_config
+from model_service.cpu_kernels import bfloat16_native
 from model_service.next_tokens import sample_rows
 from model_service.quantize import quantize_params
 from model_service.registry import load_model
 from model_service.sampler import (
+    PREFILL_PRODUCTS_VARIABLE,
     ContextTooLong,
     Generation,
     Sampler,
+    bfloat16_prefill,
     prefill_fn,
     step_fn,
 )
@@ -151,12 +154,21 @@ def test_stacked_as_the_worker_serves_it_the_model_decodes_as_unrolled(
         assert products == [7 * 5 + 1, 3 * 5 + 1]
 
 
-def test_prefill_products_take_bfloat16_activations_and_decode_steps_float32(
-    model,
+def int8_calls(program: str) -> tuple[int, int]:
+    """How many int8 products a lowered program holds: bfloat16 ones, float32 ones."""
+    bfloat16 = program.count("gemma_studio_int8_matmul_bf16")
+    return bfloat16, program.count("gemma_studio_int8_matmul") - bfloat16
+
+
+@pytest.mark.parametrize("chosen", ["", "bfloat16", "float32"])
+def test_prefill_products_take_the_chosen_activations_and_decode_steps_float32(
+    model, monkeypatch, chosen
 ) -> None:
-    """A prefill pass has many rows: its int8 products round the activations to
-    bfloat16, twice the multiply-adds per instruction on AVX512_BF16. A decode
-    step's few rows are bound by memory and keep float32."""
+    """A prefill pass has many rows: by default its int8 products round the
+    activations to bfloat16 where the CPU multiplies those natively (twice the
+    multiply-adds per instruction), or as the environment says. A decode step's few
+    rows are bound by memory and keep float32."""
+    monkeypatch.setenv(PREFILL_PRODUCTS_VARIABLE, chosen)
     sampler = Sampler(
         model.config, quantize_params(model.params), max_batch=2, max_length=MAX_LENGTH
     )
@@ -166,14 +178,21 @@ def test_prefill_products_take_bfloat16_activations_and_decode_steps_float32(
     options = {"config": model.config, "dtype": sampler.dtype}
 
     prefill = prefill_fn.lower(
-        sampler.params, cache, tokens, positions, np.int32(15), **options
+        sampler.prefill_params, cache, tokens, positions, np.int32(15), **options
     ).as_text()
     step = step_fn.lower(sampler.params, sampler.init_state(), **options).as_text()
 
-    assert prefill.count("gemma_studio_int8_matmul_bf16") == model.config.num_layers * 5
-    assert prefill.count("gemma_studio_int8_matmul") == model.config.num_layers * 5
-    assert step.count("gemma_studio_int8_matmul_bf16") == 0
-    assert step.count("gemma_studio_int8_matmul") == model.config.num_layers * 5 + 1
+    layers = model.config.num_layers * 5
+    bfloat16 = chosen == "bfloat16" or (not chosen and bfloat16_native())
+    assert int8_calls(prefill) == ((layers, 0) if bfloat16 else (0, layers))
+    assert int8_calls(step) == (0, layers + 1)  # and the output projection
+
+
+def test_a_prefill_products_setting_it_does_not_know_is_refused(monkeypatch) -> None:
+    monkeypatch.setenv(PREFILL_PRODUCTS_VARIABLE, "int4")
+
+    with pytest.raises(ValueError, match="bfloat16 or float32, not 'int4'"):
+        bfloat16_prefill()
 
 
 def test_it_decodes_a_batch_of_prompts_of_different_lengths(model, sampler) -> None:
