@@ -75,10 +75,12 @@ class Ours:
     def __init__(self, job: dict) -> None:
         import jax
 
-        from model_service.memory import release_freed_memory
+        from model_service.memory import limit_arenas, release_freed_memory
         from model_service.registry import load_model
         from model_service.sampler import Sampler, serving_cache_dtype
         from model_service.transformer import stack_layers
+
+        limit_arenas()  # as the generation worker does
 
         # int8: as the generation worker loads them on a CPU, with its KV cache and
         # its layers stacked

@@ -36,6 +36,7 @@ import redis  # noqa: E402
 
 from model_service import protocol as proto  # noqa: E402
 from model_service.engine import Engine, Update  # noqa: E402
+from model_service.memory import limit_arenas  # noqa: E402
 from model_service.reward import RewardModel  # noqa: E402
 from model_service.sampler import ContextTooLong  # noqa: E402
 from model_service.sampling import SamplingParams  # noqa: E402
@@ -437,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
+    limit_arenas()  # before XLA's threads allocate
     from model_service.quantize import default_quantization  # heavy: JAX
     from model_service.registry import load_model  # and the weights
 

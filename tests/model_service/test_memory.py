@@ -38,3 +38,41 @@ def test_freed_heap_memory_goes_back_to_the_system():
     released, given_back_kb = result.stdout.split()
     assert released == "True"
     assert int(given_back_kb) > 150_000  # of the 192,000 freed
+
+
+# In a fresh interpreter: eight live threads allocate, each getting an arena of its
+# own unless they are capped; glibc's malloc_stats (on stderr) lists the arenas.
+THREADS_ALLOCATING = """
+import ctypes, sys, threading
+from model_service.memory import limit_arenas
+
+limited = sys.argv[1] == "limited" and limit_arenas()
+blocks, all_allocated = [], threading.Barrier(8)
+
+def allocate():
+    blocks.append(bytearray(64 * 1024))
+    all_allocated.wait()  # alive until all have: an ended thread's arena is reused
+
+threads = [threading.Thread(target=allocate) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's arenas")
+def test_a_serving_process_keeps_to_two_heap_arenas():
+    def arenas(mode: str) -> int:
+        result = subprocess.run(
+            [sys.executable, "-c", THREADS_ALLOCATING, mode],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return result.stderr.count("Arena ")
+
+    assert arenas("limited") == 2
+    assert arenas("default") > 2  # one per thread: the cap is what keeps them to two
