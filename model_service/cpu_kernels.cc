@@ -326,7 +326,9 @@ void OutputRange(const Work& p, int64_t begin, int64_t end) {
 // those eight summed as `Sum` does; the products past the last whole block one by
 // one; the total times the scale. The instruction takes denormal inputs as zero and
 // flushes denormal sums to zero, as an FMA does in XLA's threads (they run with FTZ
-// and DAZ set): so plain FMAs, the other paths, compute the same bits.
+// and DAZ set): so plain FMAs, the other paths, compute the same bits. That emulation
+// is slower than the float32 products: prefill asks for bfloat16 products by default
+// only where the path is vdpbf16ps (`bf16_native`, `sampler.bfloat16_prefill`).
 //
 // vdpbf16ps reads the weights of each thread's chunk in bfloat16, converted once per
 // call into a panel that every row block then reads: converting next to each use would
@@ -489,7 +491,7 @@ struct Avx512Bf16 {
   using Weight = uint16_t;
   static constexpr int kOuts[5] = {0, 4, 4, 4, 4};
 
-  // The weights in bfloat16 (exact: small integers), tails included.
+  // The weights in bfloat16 (exact: small integers).
   __attribute__((target("avx512f,avx512bf16"))) static void Convert(const int8_t* w,
                                                                       uint16_t* panel,
                                                                       int64_t outputs,
@@ -642,9 +644,6 @@ void ParallelFor(ffi::ThreadPool& pool, int64_t items,
   }
 }
 
-// The outputs go in chunks of about 64 KB of weights, one item each. The weight is
-// layer `layer` of a stack [L, M, K]: a model scanned over its layers keeps each
-// weight stacked, and reads a layer where it lies rather than copying it out.
 void Run(const Int8Path& path, const Product& p, int64_t begin, int64_t end) {
   path.run(p, begin, end);
 }
@@ -652,7 +651,10 @@ void Run(const Int8Path& path, const Bf16Product& p, int64_t begin, int64_t end)
   path.run_bf16(p, begin, end);
 }
 
-// X: float32 activations, or bfloat16 ones (`Bf16Product`).
+// The outputs go in chunks of about 64 KB of weights, one item each. The weight is
+// layer `layer` of a stack [L, M, K]: a model scanned over its layers keeps each
+// weight stacked, and reads a layer where it lies rather than copying it out. X:
+// float32 activations, or bfloat16 ones (`Bf16Product`).
 template <ffi::DataType X>
 ffi::Error Int8MatmulImpl(ffi::ThreadPool pool, ffi::Buffer<X> x, ffi::Buffer<ffi::S8> w,
                           ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::S32> layer,

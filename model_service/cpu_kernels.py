@@ -90,8 +90,9 @@ def int8_matmul(
         layer: which weight of a stack (a traced index in a scan over layers): the
             kernel reads it where it lies, where slicing it out would copy it.
         bfloat16: round the activations to bfloat16 first (the sums stay float32).
-            Twice the multiply-adds per instruction where the CPU has AVX512_BF16,
-            for the many rows of a prefill pass; the same bits on every path.
+            Twice the multiply-adds per instruction where the CPU has AVX512_BF16
+            (`bfloat16_native`), for the many rows of a prefill pass; elsewhere an
+            exact emulation, slower than float32. The same bits on every path.
 
     Returns:
         float32 [R, M].
