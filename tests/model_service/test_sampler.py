@@ -113,10 +113,13 @@ def test_stacked_as_the_worker_serves_it_the_model_decodes_as_unrolled(
     model, quantized
 ) -> None:
     """`stack_layers` makes the model a scan over its layers (the worker's programs
-    hold a block per run of the pattern). Seven layers of the pattern (local, local,
-    global): runs of one and two layers, and a repeat cut short at the end."""
+    hold a block per run of the pattern). Nine layers of the pattern (local, local,
+    global, local): runs of one and two layers, a type in two runs of a repeat (its
+    second run starts at 2 in the type's cache stack), and a repeat cut short."""
     config = dataclasses.replace(
-        get_config("tiny"), num_layers=7, attention_pattern=(LOCAL, LOCAL, GLOBAL)
+        get_config("tiny"),
+        num_layers=9,
+        attention_pattern=(LOCAL, LOCAL, GLOBAL, LOCAL),
     )
     params = init_params(config, seed=3)
     if quantized:
@@ -142,7 +145,7 @@ def test_stacked_as_the_worker_serves_it_the_model_decodes_as_unrolled(
         assert row_stacked.logprobs == pytest.approx(
             row_unrolled.logprobs, rel=2e-6, abs=1e-5
         )
-    # The stacked step holds 3 blocks (the runs of a repeat, and the short repeat's
+    # The stacked step holds 4 blocks (the 3 runs of a repeat, and the short repeat's
     # one), each with its 5 int8 products, and the output projection's.
     if quantized:
         products = [
@@ -151,7 +154,7 @@ def test_stacked_as_the_worker_serves_it_the_model_decodes_as_unrolled(
             .count("gemma_studio_int8_matmul")
             for s in samplers
         ]
-        assert products == [7 * 5 + 1, 3 * 5 + 1]
+        assert products == [9 * 5 + 1, 4 * 5 + 1]
 
 
 def int8_calls(program: str) -> tuple[int, int]:
