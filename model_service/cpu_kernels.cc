@@ -352,7 +352,7 @@ template <class W>
 struct Panel : Bf16Product {
   const W* weights;
   int64_t begin;
-  SplitRows* split;  // the emulation's
+  SplitRows* split;  // the emulation's (null for vdpbf16ps)
 
   const W* Row(int64_t m) const { return weights + (m - begin) * depth; }
 };
@@ -560,14 +560,14 @@ struct Avx512Bf16 {
 // the path reads them.
 template <class Path>
 void Bf16OutputRange(const Bf16Product& p, int64_t begin, int64_t end) {
-  SplitRows split;
   if constexpr (std::is_same_v<typename Path::Weight, int8_t>) {
+    SplitRows split;
     OutputRange<Path>(Panel<int8_t>{p, p.w + begin * p.depth, begin, &split}, begin, end);
   } else {
     thread_local std::vector<typename Path::Weight> weights;
     weights.resize((end - begin) * p.depth);
     Path::Convert(p.w + begin * p.depth, weights.data(), end - begin, p.depth);
-    OutputRange<Path>(Panel<uint16_t>{p, weights.data(), begin, &split}, begin, end);
+    OutputRange<Path>(Panel<uint16_t>{p, weights.data(), begin, nullptr}, begin, end);
   }
 }
 

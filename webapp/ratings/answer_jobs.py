@@ -27,7 +27,7 @@ from model_service import protocol
 from model_service.client import GenerationClient, GenerationError, GenerationResult
 from model_service.sampling import SamplingParams
 from webapp.core import serving
-from webapp.core.text import text_problem
+from webapp.core.text import unstorable
 from webapp.ratings.models import Answer, Campaign, Item, Prompt
 from webapp.ratings.prompt_files import BadFile, LineError
 
@@ -322,6 +322,6 @@ def _answer_record(number: int, raw: bytes, prompts: dict[str, Prompt]):
         return None, LineError(number, "model", "a model name is required")
     if not isinstance(text, str):
         return None, LineError(number, "answer", "must be text")
-    if problem := text_problem(model + text):
+    if problem := unstorable([model, text]):
         return None, LineError(number, "", f"holds {problem}")
     return (prompt, model.strip(), text), None
